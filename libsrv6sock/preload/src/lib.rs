@@ -1,0 +1,1 @@
+//! libsrv6sock.so (in progress).

@@ -1,0 +1,47 @@
+use thiserror::Error;
+
+/// Everything that can be wrong with SRv6 wire data or with a request to build it.
+///
+/// Offsets are byte offsets from the first byte of the SRH.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Error {
+    /// Fewer bytes than the header needs.
+    #[error("SRH truncated: {needed} bytes needed, {available} available")]
+    Truncated { needed: usize, available: usize },
+    /// More bytes than the header's length field says (a caller handed a buffer that is not exactly one SRH).
+    #[error("SRH length field says {expected} bytes but {available} were given")]
+    TrailingBytes { expected: usize, available: usize },
+    /// Routing type other than 4 (Segment Routing).
+    #[error("routing type {0} at offset 2 is not 4 (Segment Routing Header)")]
+    RoutingType(u8),
+    /// `segments_left` points beyond the segment list.
+    #[error("segments left {segments_left} exceeds last entry {last_entry}")]
+    SegmentsLeft { segments_left: u8, last_entry: u8 },
+    /// The segment list does not fit in the header length.
+    #[error("last entry {last_entry} needs {needed} bytes of segments but the header holds {available}")]
+    SegmentListOverrun { last_entry: u8, needed: usize, available: usize },
+    /// A TLV's length runs past the end of the header.
+    #[error("TLV type {tlv_type} at offset {offset} has length {length} and runs past the end of the SRH ({end})")]
+    TlvOverrun { offset: usize, tlv_type: u8, length: usize, end: usize },
+    /// A TLV header cut in half at the end of the header.
+    #[error("TLV at offset {offset} is truncated: only its type byte fits")]
+    TlvTruncated { offset: usize },
+    /// A known TLV whose value has the wrong shape.
+    #[error("TLV type {tlv_type} at offset {offset}: {reason}")]
+    TlvValue { offset: usize, tlv_type: u8, reason: &'static str },
+    /// A path with no segment, or more than an SRH can carry.
+    #[error("a segment list must hold 1 to 128 segments, got {0}")]
+    SegmentCount(usize),
+    /// The TLVs make the header longer than the 2048 bytes the length field can describe.
+    #[error("SRH would be {0} bytes, more than the 2048 the length field can describe")]
+    TooLong(usize),
+    /// A TLV value too long for its one-byte length field.
+    #[error("TLV type {tlv_type} value of {length} bytes exceeds 255")]
+    TlvTooLong { tlv_type: u8, length: usize },
+    /// The output buffer is too small for `emit`.
+    #[error("output buffer of {available} bytes is too small for the {needed}-byte SRH")]
+    BufferTooSmall { needed: usize, available: usize },
+    /// A SID layout or value that does not fit 128 bits.
+    #[error("SID layout: {0}")]
+    SidLayout(String),
+}

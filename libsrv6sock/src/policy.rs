@@ -1,0 +1,1 @@
+//! Steering policy: which destinations get which path. (Filled in next.)
