@@ -167,13 +167,14 @@ pub struct Path {
 }
 
 impl Path {
-    /// The return waypoints in the order a reply visits them (empty: no TLV).
-    pub fn return_waypoints(&self) -> Vec<Ipv6Addr> {
-        match &self.return_path {
-            ReturnPath::Reverse => self.segments.iter().rev().copied().collect(),
-            ReturnPath::None => Vec::new(),
-            ReturnPath::Explicit(v) => v.clone(),
-        }
+    /// The return waypoints in the order a reply visits them (none: no return-path TLV). Allocates nothing.
+    pub fn return_waypoints(&self) -> impl DoubleEndedIterator<Item = Ipv6Addr> + '_ {
+        let (backwards, explicit): (&[Ipv6Addr], &[Ipv6Addr]) = match &self.return_path {
+            ReturnPath::Reverse => (&self.segments, &[]),
+            ReturnPath::None => (&[], &[]),
+            ReturnPath::Explicit(v) => (&[], v),
+        };
+        backwards.iter().rev().chain(explicit).copied()
     }
 
     /// The SRH that steers a connection to `destination` along this path.
@@ -181,10 +182,9 @@ impl Path {
         let mut srh = SrhRepr::for_path(destination, &self.segments)?;
         srh.tag = self.tag;
         srh.flags = self.flags;
-        let mut back = self.return_waypoints();
+        // The TLV lists the reply's waypoints in SRH order: the last one visited first.
+        let back: Vec<Ipv6Addr> = self.return_waypoints().rev().collect();
         if !back.is_empty() {
-            // The TLV lists the reply's waypoints in SRH order: the last one visited first.
-            back.reverse();
             srh.tlvs.push(TlvRepr::ReturnPath(back));
         }
         Ok(srh)

@@ -1,1 +1,91 @@
-fn main() {}
+//! srv6run: run a program with libsrv6sock.so preloaded so that its sockets follow an SRv6 steering policy.
+
+mod cli;
+mod explain;
+mod preload;
+mod program;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use libsrv6sock::policy::{self, FailMode, Policy};
+
+use cli::Cli;
+
+/// Exit status when srv6run itself refuses (bad options or policy).
+const EXIT_USAGE: u8 = 2;
+/// Exit status when the program cannot be run (as shells use).
+const EXIT_CANNOT_RUN: u8 = 126;
+/// Exit status when the program is not found (as shells use).
+const EXIT_NOT_FOUND: u8 = 127;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err((code, e)) => {
+            eprintln!("srv6run: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The `SRV6_*` variables the program gets: the command line's, else what srv6run inherited.
+fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
+    let mut env = HashMap::new();
+    if let Some(s) = &cli.segs {
+        env.insert(policy::ENV_SEGS, s.clone());
+    }
+    if let Some(r) = &cli.return_path {
+        env.insert(policy::ENV_RETURN_PATH, r.clone());
+    }
+    if let Some(p) = &cli.policy {
+        let abs = std::path::absolute(p).with_context(|| format!("policy file {}", p.display()))?;
+        env.insert(policy::ENV_POLICY, abs.display().to_string());
+    }
+    if let Some(f) = cli.fail {
+        env.insert(policy::ENV_FAIL, if f == FailMode::Closed { "closed" } else { "open" }.to_string());
+    }
+    if let Some(l) = &cli.log {
+        // The program may change directory: give the shim an absolute path.
+        let target = if l == "stderr" { l.clone() } else { std::path::absolute(l)?.display().to_string() };
+        env.insert(policy::ENV_LOG, target);
+    }
+    Ok(env)
+}
+
+fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
+    let usage = |e: anyhow::Error| (EXIT_USAGE, e);
+    let env = shim_env(&cli).map_err(usage)?;
+    let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
+    // Parse exactly what the shim will parse, so mistakes show here and not inside the program.
+    let policy = Policy::from_env(lookup).map_err(|e| usage(e.into()))?;
+    let preload = preload::find(cli.preload.as_deref()).map_err(usage)?;
+
+    if cli.explain {
+        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..]);
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
+        } else {
+            print!("{}", explain::to_text(&e));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if policy.rules.is_empty() {
+        eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
+    }
+
+    let name = &cli.command[0];
+    let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
+    program::check_preloadable(&path).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+
+    let mut cmd = Command::new(&path);
+    cmd.arg0(name).args(&cli.command[1..]).envs(&env);
+    cmd.env("LD_PRELOAD", preload::ld_preload_value(std::env::var("LD_PRELOAD").ok().as_deref(), &preload));
+    let err = cmd.exec();
+    let code = if err.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_RUN };
+    Err((code, anyhow::Error::new(err).context(format!("cannot run {}", path.display()))))
+}

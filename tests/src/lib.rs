@@ -1,1 +1,29 @@
-//! Test harness (in progress).
+//! End-to-end test harness: topologies of network namespaces declared as data, real programs in them,
+//! packet captures decoded by three independent decoders.
+//!
+//! * [`topology`]: the TOML topology format (`tests/topologies/*.toml`; documented in `steering.toml`).
+//! * [`netns`]: [`Net`] builds a topology with unique namespace names and tears it down on drop, even when
+//!   the test panics; [`require_root`] fails loudly when not root.
+//! * [`process`]: [`Cmd`] runs a program (in a namespace) with a timeout; [`Proc`] is a background program
+//!   killed on drop.
+//! * [`capture`]: tcpdump in a namespace, started for real before the test goes on.
+//! * [`decode`]: our decoder (pcap + etherparse + libsrv6sock) and the decoder-neutral [`decode::View`].
+//! * [`oracle`]: tshark and scapy decoding the same file; [`oracle::cross_check`] requires agreement.
+//! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.
+//! * [`binaries`]: the workspace's programs (`srv6run`, `srv6pipes-proxy`, `libsrv6sock.so`).
+//!
+//! The tests need root (namespaces, veths, captures) and the workspace's binaries built first:
+//! `cargo build --workspace && cargo test -p srv6pipes-tests`.
+
+pub mod binaries;
+pub mod capture;
+pub mod decode;
+pub mod http;
+pub mod netns;
+pub mod oracle;
+pub mod process;
+pub mod topology;
+
+pub use capture::Capture;
+pub use netns::{require_root, Net};
+pub use process::{Cmd, Output, Proc};

@@ -1,0 +1,309 @@
+//! The interposed libc functions.
+//!
+//! Each hook decides with [`steer`], then calls the real function. [`steer`] runs under [`guarded`]: it is
+//! skipped when the shim itself is inside a hooked call (re-entry), and a panic in it lets the call go on.
+
+use std::cell::Cell;
+use std::net::Ipv6Addr;
+use std::os::fd::BorrowedFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use libc::{addrinfo, c_char, c_int, msghdr, sockaddr, socklen_t, ssize_t};
+use libsrv6sock::attach;
+use libsrv6sock::policy::{FailMode, Proto, Rule};
+use libsrv6sock::srh::{self, Srh};
+
+use crate::log::{self, Action};
+use crate::state::{self, Shim, State};
+use crate::{names, real};
+
+thread_local! {
+    /// Set while the shim is working on this thread: calls it makes itself pass through.
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// One bit per descriptor below 65536: the shim put the SRH currently on this (UDP) socket.
+static ATTACHED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
+
+fn attached_bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
+    let fd = usize::try_from(fd).ok()?;
+    Some((ATTACHED.get(fd / 64)?, 1 << (fd % 64)))
+}
+
+/// What the hook does after [`steer`].
+enum Outcome {
+    /// Call the real function.
+    Proceed,
+    /// Fail the call with this errno.
+    Fail(c_int),
+}
+
+/// Run `f` unless the shim is already busy on this thread; a panic counts as [`Outcome::Proceed`].
+fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
+    if BUSY.with(|b| b.replace(true)) {
+        return Outcome::Proceed;
+    }
+    let out = catch_unwind(AssertUnwindSafe(f)).unwrap_or(Outcome::Proceed);
+    BUSY.with(|b| b.set(false));
+    out
+}
+
+/// An IPv6 destination from a socket address; `None` for other families and v4-mapped addresses.
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn destination(addr: *const sockaddr, len: socklen_t) -> Option<(Ipv6Addr, u16)> {
+    if addr.is_null() || (len as usize) < std::mem::size_of::<libc::sockaddr_in6>() {
+        return None;
+    }
+    // SAFETY: the caller guarantees `len` readable bytes, which we checked cover a sockaddr_in6.
+    let sin6 = unsafe { std::ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+    if sin6.sin6_family != libc::AF_INET6 as libc::sa_family_t {
+        return None;
+    }
+    let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+    // A v4-mapped destination leaves as IPv4: nothing to steer.
+    (ip.to_ipv4_mapped().is_none()).then_some((ip, u16::from_be(sin6.sin6_port)))
+}
+
+fn socket_proto(fd: BorrowedFd<'_>) -> Option<Proto> {
+    let mut ty: c_int = 0;
+    let mut len = std::mem::size_of::<c_int>() as socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `ty`.
+    let rc = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SOL_SOCKET,
+            libc::SO_TYPE,
+            (&mut ty as *mut c_int).cast(),
+            &mut len,
+        )
+    };
+    match (rc, ty) {
+        (0, libc::SOCK_STREAM) => Some(Proto::Tcp),
+        (0, libc::SOCK_DGRAM) => Some(Proto::Udp),
+        _ => None,
+    }
+}
+
+/// The first rule covering this socket, using the host names learned from `getaddrinfo()`.
+fn lookup(shim: &Shim, proto: Proto, dst: Ipv6Addr, port: u16) -> Option<(usize, &Rule)> {
+    let named = if shim.name_rules == 0 { 0 } else { names::rules_for(dst) & shim.name_rules };
+    shim.policy.rules.iter().enumerate().find(|(i, r)| {
+        // A name rule sees "its" name only if this address was resolved from it.
+        let name = (*i < 64 && named & (1 << i) != 0).then(|| r.name.as_deref()).flatten();
+        r.matches(proto, dst, port, name)
+    })
+}
+
+/// Decide and attach for a call on `fd` towards `addr`. `sending`: a `sendto`/`sendmsg` with an address
+/// (UDP per datagram, or TCP Fast Open when `fastopen`).
+///
+/// # Safety
+/// `addr` must be null or point to `len` readable bytes.
+unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: socklen_t, fastopen: bool) -> Outcome {
+    let Some(state) = state::get() else { return Outcome::Proceed };
+    // SAFETY: forwarded from the caller.
+    let Some((dst, port)) = (unsafe { destination(addr, len) }) else { return Outcome::Proceed };
+    if fd < 0 {
+        return Outcome::Proceed;
+    }
+    // SAFETY: `fd` is the program's open descriptor for the duration of its call.
+    let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+    let Some(proto) = socket_proto(sock) else { return Outcome::Proceed };
+    // A TCP send without Fast Open goes over the connection `connect()` already steered.
+    if proto == Proto::Tcp && call != "connect" && !fastopen {
+        return Outcome::Proceed;
+    }
+    let shim = match state {
+        State::Ready(shim) => shim,
+        State::Broken { closed: false } => return Outcome::Proceed,
+        State::Broken { closed: true } => {
+            log::decision(call, proto, dst, port, None, Action::RefusedBrokenConfig);
+            return Outcome::Fail(libc::EINVAL);
+        }
+    };
+    let ours = attached_bit(fd);
+    let Some((index, rule)) = lookup(shim, proto, dst, port) else {
+        // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off.
+        if let Some((word, bit)) = ours {
+            if word.fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
+                let _ = attach::clear_srh(sock);
+            }
+        }
+        log::decision(call, proto, dst, port, None, Action::NoMatch);
+        return Outcome::Proceed;
+    };
+    let mine = ours.is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0);
+    let mut buf = [0u8; srh::MAX_LEN];
+    if !mine && attach::get_srh(sock, &mut buf).is_ok_and(|n| n > 0) {
+        log::decision(call, proto, dst, port, Some(rule), Action::ProgramSrh);
+        return Outcome::Proceed;
+    }
+    let template = &shim.srhs[index];
+    buf[..template.len()].copy_from_slice(template);
+    Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst);
+    match attach::set_srh(sock, &buf[..template.len()]) {
+        Ok(()) => {
+            if let Some((word, bit)) = ours {
+                word.fetch_or(bit, Ordering::Relaxed);
+            }
+            log::decision(call, proto, dst, port, Some(rule), Action::Attached);
+            Outcome::Proceed
+        }
+        Err(e) => {
+            let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
+            if shim.fail() == FailMode::Closed {
+                log::decision(call, proto, dst, port, Some(rule), Action::Refused(errno));
+                Outcome::Fail(errno)
+            } else {
+                log::decision(call, proto, dst, port, Some(rule), Action::FailedOpen(errno));
+                Outcome::Proceed
+            }
+        }
+    }
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Cast a resolved symbol to its function type, or fail the call with ENOSYS when libc has none.
+macro_rules! real_fn {
+    ($sym:expr, $ty:ty) => {{
+        let p = $sym.get();
+        if p.is_null() {
+            set_errno(libc::ENOSYS);
+            return -1;
+        }
+        // SAFETY: `p` is libc's definition of the function this hook replaces, which has exactly this type.
+        unsafe { std::mem::transmute::<*mut libc::c_void, $ty>(p) }
+    }};
+}
+
+type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
+type SendtoFn = unsafe extern "C" fn(c_int, *const libc::c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t;
+type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+type GetaddrinfoFn = unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
+
+/// `connect(2)`: attach the matching SRH before the SYN leaves.
+///
+/// # Safety
+/// The caller upholds `connect(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let real = real_fn!(real::CONNECT, ConnectFn);
+    // SAFETY: `addr`/`len` come from the caller of connect().
+    match guarded(|| unsafe { steer("connect", fd, addr, len, false) }) {
+        Outcome::Fail(e) => {
+            set_errno(e);
+            -1
+        }
+        // SAFETY: the caller's arguments, unchanged.
+        Outcome::Proceed => unsafe { real(fd, addr, len) },
+    }
+}
+
+/// `sendto(2)`: TCP Fast Open connects here; unconnected UDP chooses its destination here.
+///
+/// # Safety
+/// The caller upholds `sendto(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const libc::c_void,
+    n: usize,
+    flags: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> ssize_t {
+    let real = real_fn!(real::SENDTO, SendtoFn);
+    if !addr.is_null() {
+        // SAFETY: `addr`/`len` come from the caller of sendto().
+        if let Outcome::Fail(e) = guarded(|| unsafe { steer("sendto", fd, addr, len, flags & libc::MSG_FASTOPEN != 0) }) {
+            set_errno(e);
+            return -1;
+        }
+    }
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real(fd, buf, n, flags, addr, len) }
+}
+
+/// `sendmsg(2)`: as [`sendto`], with the destination in `msg_name`.
+///
+/// # Safety
+/// The caller upholds `sendmsg(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    let real = real_fn!(real::SENDMSG, SendmsgFn);
+    if !msg.is_null() {
+        // SAFETY: a non-null `msg` points to the caller's msghdr.
+        let (addr, len) = unsafe { ((*msg).msg_name as *const sockaddr, (*msg).msg_namelen) };
+        if !addr.is_null() {
+            // SAFETY: msg_name/msg_namelen describe the caller's buffer.
+            let out = guarded(|| unsafe { steer("sendmsg", fd, addr, len, flags & libc::MSG_FASTOPEN != 0) });
+            if let Outcome::Fail(e) = out {
+                set_errno(e);
+                return -1;
+            }
+        }
+    }
+    // SAFETY: the caller's arguments, unchanged.
+    unsafe { real(fd, msg, flags) }
+}
+
+/// `getaddrinfo(3)`: resolve as usual (the resolver's own sockets pass through), then remember which IPv6
+/// answers came from a name that a rule asks for.
+///
+/// # Safety
+/// The caller upholds `getaddrinfo(3)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn getaddrinfo(
+    node: *const c_char,
+    service: *const c_char,
+    hints: *const addrinfo,
+    res: *mut *mut addrinfo,
+) -> c_int {
+    let real = real_fn!(real::GETADDRINFO, GetaddrinfoFn);
+    let was_busy = BUSY.with(|b| b.replace(true));
+    // SAFETY: the caller's arguments, unchanged.
+    let rc = unsafe { real(node, service, hints, res) };
+    BUSY.with(|b| b.set(was_busy));
+    if rc == 0 && !node.is_null() && !res.is_null() {
+        // SAFETY: on success `*res` is the list getaddrinfo built and `node` the caller's C string.
+        guarded(|| unsafe { learn(node, *res) });
+    }
+    rc
+}
+
+/// Record the IPv6 answers of `node` if name rules ask for it.
+///
+/// # Safety
+/// `node` is a C string and `list` a list returned by getaddrinfo.
+unsafe fn learn(node: *const c_char, mut list: *const addrinfo) -> Outcome {
+    let Some(State::Ready(shim)) = state::get() else { return Outcome::Proceed };
+    if shim.name_rules == 0 {
+        return Outcome::Proceed;
+    }
+    // SAFETY: `node` is the caller's NUL-terminated string.
+    let Ok(name) = unsafe { std::ffi::CStr::from_ptr(node) }.to_str() else { return Outcome::Proceed };
+    let rules = shim.policy.rules.iter().take(64).enumerate().fold(0u64, |m, (i, r)| {
+        if r.name.as_deref().is_some_and(|want| libsrv6sock::policy::names_equal(want, name)) {
+            m | 1 << i
+        } else {
+            m
+        }
+    });
+    while rules != 0 && !list.is_null() {
+        // SAFETY: `list` walks getaddrinfo's own linked list.
+        let ai = unsafe { &*list };
+        // SAFETY: ai_addr/ai_addrlen describe the entry's address.
+        if let Some((ip, _)) = unsafe { destination(ai.ai_addr, ai.ai_addrlen) } {
+            names::remember(ip, rules);
+        }
+        list = ai.ai_next;
+    }
+    Outcome::Proceed
+}

@@ -1,0 +1,263 @@
+//! Live flow table and counters, read by the control socket (`flows`, `stats`).
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Flow states, as shown by `ctl flows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FlowState {
+    /// Outbound leg connecting.
+    Connecting = 0,
+    /// Both legs up, relaying.
+    Established = 1,
+    /// The client finished sending (FIN forwarded); replies still flow.
+    ClientClosed = 2,
+    /// The server finished sending; the client may still send.
+    ServerClosed = 3,
+    /// Tearing down.
+    Closing = 4,
+}
+
+impl FlowState {
+    fn name(v: u8) -> &'static str {
+        match v {
+            0 => "connecting",
+            1 => "established",
+            2 => "client-closed",
+            3 => "server-closed",
+            _ => "closing",
+        }
+    }
+}
+
+/// One live flow.
+#[derive(Debug)]
+pub struct FlowEntry {
+    pub id: u64,
+    pub worker: usize,
+    pub client: SocketAddrV6,
+    pub server: SocketAddrV6,
+    pub sid: Ipv6Addr,
+    pub function: Arc<str>,
+    pub module: Arc<str>,
+    pub function_id: u64,
+    pub argument: u64,
+    pub started: Instant,
+    /// Bytes read from the client.
+    pub up_in: AtomicU64,
+    /// Bytes written to the server.
+    pub up_out: AtomicU64,
+    /// Bytes read from the server.
+    pub down_in: AtomicU64,
+    /// Bytes written to the client.
+    pub down_out: AtomicU64,
+    state: AtomicU8,
+}
+
+impl FlowEntry {
+    pub fn set_state(&self, s: FlowState) {
+        self.state.store(s as u8, Relaxed);
+    }
+}
+
+/// JSON view of a flow.
+#[derive(Debug, Serialize)]
+pub struct FlowView {
+    pub id: u64,
+    pub worker: usize,
+    pub client: String,
+    pub server: String,
+    pub sid: String,
+    pub module: String,
+    pub function: String,
+    pub function_id: u64,
+    pub argument: u64,
+    pub state: &'static str,
+    pub age_ms: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub bytes_up_out: u64,
+    pub bytes_down_out: u64,
+}
+
+impl From<&FlowEntry> for FlowView {
+    fn from(f: &FlowEntry) -> Self {
+        FlowView {
+            id: f.id,
+            worker: f.worker,
+            client: f.client.to_string(),
+            server: f.server.to_string(),
+            sid: f.sid.to_string(),
+            module: f.module.to_string(),
+            function: f.function.to_string(),
+            function_id: f.function_id,
+            argument: f.argument,
+            state: FlowState::name(f.state.load(Relaxed)),
+            age_ms: f.started.elapsed().as_millis() as u64,
+            bytes_up: f.up_in.load(Relaxed),
+            bytes_down: f.down_in.load(Relaxed),
+            bytes_up_out: f.up_out.load(Relaxed),
+            bytes_down_out: f.down_out.load(Relaxed),
+        }
+    }
+}
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub accepted: AtomicU64,
+    pub refused_no_srh: AtomicU64,
+    pub refused_malformed: AtomicU64,
+    pub refused_not_ours: AtomicU64,
+    pub refused_unknown_function: AtomicU64,
+    pub refused_spawn: AtomicU64,
+    pub connect_failed: AtomicU64,
+    pub flows_closed: AtomicU64,
+    pub flows_reset: AtomicU64,
+    /// Bytes of closed flows (live flows are added when read).
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+/// JSON view of the counters.
+#[derive(Debug, Serialize)]
+pub struct StatsView {
+    pub uptime_s: u64,
+    pub workers: usize,
+    pub flows_active: usize,
+    pub accepted: u64,
+    pub refused: u64,
+    pub refused_no_srh: u64,
+    pub refused_malformed: u64,
+    pub refused_not_ours: u64,
+    pub refused_unknown_function: u64,
+    pub refused_spawn: u64,
+    pub connect_failed: u64,
+    pub flows_closed: u64,
+    pub flows_reset: u64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+}
+
+/// Live flows, one shard per worker so workers do not contend.
+pub struct FlowTable {
+    next_id: AtomicU64,
+    shards: Vec<Mutex<HashMap<u64, Arc<FlowEntry>>>>,
+    pub counters: Counters,
+    started: Instant,
+}
+
+/// What a new flow is, before it gets an id.
+pub struct NewFlow {
+    pub worker: usize,
+    pub client: SocketAddrV6,
+    pub server: SocketAddrV6,
+    pub sid: Ipv6Addr,
+    pub function: Arc<str>,
+    pub module: Arc<str>,
+    pub function_id: u64,
+    pub argument: u64,
+}
+
+impl FlowTable {
+    pub fn new(workers: usize) -> FlowTable {
+        FlowTable {
+            next_id: AtomicU64::new(1),
+            shards: (0..workers.max(1)).map(|_| Mutex::new(HashMap::new())).collect(),
+            counters: Counters::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// A fresh flow id.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Relaxed)
+    }
+
+    /// Register a live flow under `id`.
+    pub fn insert(&self, id: u64, f: NewFlow) -> Arc<FlowEntry> {
+        let e = Arc::new(FlowEntry {
+            id,
+            worker: f.worker,
+            client: f.client,
+            server: f.server,
+            sid: f.sid,
+            function: f.function,
+            module: f.module,
+            function_id: f.function_id,
+            argument: f.argument,
+            started: Instant::now(),
+            up_in: AtomicU64::new(0),
+            up_out: AtomicU64::new(0),
+            down_in: AtomicU64::new(0),
+            down_out: AtomicU64::new(0),
+            state: AtomicU8::new(FlowState::Connecting as u8),
+        });
+        self.shard(f.worker).insert(id, e.clone());
+        self.counters.accepted.fetch_add(1, Relaxed);
+        e
+    }
+
+    fn shard(&self, worker: usize) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<FlowEntry>>> {
+        self.shards[worker % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Remove a finished flow and fold its bytes into the totals.
+    pub fn remove(&self, e: &FlowEntry, reset: bool) {
+        self.shard(e.worker).remove(&e.id);
+        let c = &self.counters;
+        c.bytes_up.fetch_add(e.up_in.load(Relaxed), Relaxed);
+        c.bytes_down.fetch_add(e.down_in.load(Relaxed), Relaxed);
+        if reset { &c.flows_reset } else { &c.flows_closed }.fetch_add(1, Relaxed);
+    }
+
+    /// Snapshot of the live flows, oldest first.
+    pub fn flows(&self) -> Vec<FlowView> {
+        let mut v: Vec<FlowView> =
+            self.shards.iter().flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| FlowView::from(&**f)).collect::<Vec<_>>()).collect();
+        v.sort_by_key(|f| f.id);
+        v
+    }
+
+    /// Counters, live flows' bytes included.
+    pub fn stats(&self) -> StatsView {
+        let c = &self.counters;
+        let (mut active, mut up, mut down) = (0, 0, 0);
+        for s in &self.shards {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            active += s.len();
+            for f in s.values() {
+                up += f.up_in.load(Relaxed);
+                down += f.down_in.load(Relaxed);
+            }
+        }
+        let g = |a: &AtomicU64| a.load(Relaxed);
+        StatsView {
+            uptime_s: self.started.elapsed().as_secs(),
+            workers: self.shards.len(),
+            flows_active: active,
+            accepted: g(&c.accepted),
+            refused: g(&c.refused_no_srh)
+                + g(&c.refused_malformed)
+                + g(&c.refused_not_ours)
+                + g(&c.refused_unknown_function)
+                + g(&c.refused_spawn),
+            refused_no_srh: g(&c.refused_no_srh),
+            refused_malformed: g(&c.refused_malformed),
+            refused_not_ours: g(&c.refused_not_ours),
+            refused_unknown_function: g(&c.refused_unknown_function),
+            refused_spawn: g(&c.refused_spawn),
+            connect_failed: g(&c.connect_failed),
+            flows_closed: g(&c.flows_closed),
+            flows_reset: g(&c.flows_reset),
+            bytes_up: g(&c.bytes_up) + up,
+            bytes_down: g(&c.bytes_down) + down,
+        }
+    }
+}

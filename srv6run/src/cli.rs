@@ -1,0 +1,69 @@
+//! Command-line definition (clap derive); `man/srv6run.1` is checked against it by a test.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use libsrv6sock::policy::FailMode;
+
+/// Run PROGRAM with its TCP connections steered over SRv6 paths.
+///
+/// srv6run preloads libsrv6sock.so into PROGRAM, which then attaches a Segment Routing Header (with a
+/// return-path TLV) to every socket whose destination matches the policy: the --segs path, then the rules of
+/// the policy file. Options override the SRV6_* environment variables.
+#[derive(Debug, Parser)]
+#[command(name = "srv6run", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Waypoints every TCP connection visits, in order, comma-separated (SIDs: function SIDs of proxies or
+    /// End SIDs of routers). The final destination is the address PROGRAM connects to.
+    #[arg(short, long, value_name = "SID,…", env = "SRV6_SEGS")]
+    pub segs: Option<String>,
+
+    /// Return path for --segs, carried in the return-path TLV: reverse (default), none, or the waypoints a
+    /// reply visits, in order, comma-separated.
+    #[arg(short, long, value_name = "reverse|none|SID,…", env = "SRV6_RETURN_PATH")]
+    pub return_path: Option<String>,
+
+    /// Policy file (TOML rules; see libsrv6sock(7)). Default: $XDG_CONFIG_HOME/srv6pipes/policy.toml, then
+    /// /etc/srv6pipes/policy.toml.
+    #[arg(short, long, value_name = "FILE", env = "SRV6_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// What a socket does when its path cannot be attached: open (go on without SRH) or closed (the call
+    /// fails). Default: the policy file's, else open.
+    #[arg(short, long, value_name = "open|closed", env = "SRV6_FAIL", value_parser = parse_fail)]
+    pub fail: Option<FailMode>,
+
+    /// Log every decision as a JSON line to stderr or to FILE (appended).
+    #[arg(short, long, value_name = "stderr|FILE", env = "SRV6_LOG")]
+    pub log: Option<String>,
+
+    /// The shim to preload. Default: libsrv6sock.so next to srv6run, then ../lib/srv6pipes/ beside it,
+    /// then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
+    #[arg(long, value_name = "PATH", env = "SRV6RUN_PRELOAD")]
+    pub preload: Option<PathBuf>,
+
+    /// Do not run PROGRAM: print the rules and the path each destination named in its arguments (URLs,
+    /// [addr]:port, addresses, host names) would get.
+    #[arg(short, long)]
+    pub explain: bool,
+
+    /// With --explain: print JSON instead of text.
+    #[arg(long, requires = "explain")]
+    pub json: bool,
+
+    /// The program to run and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
+}
+
+const AFTER_HELP: &str = "\
+Examples:
+  srv6run --segs fc00:e1::1,fc00:e2::1 -- curl http://[fc00:4::2]/
+  srv6run --policy paths.toml --fail closed --log stderr -- wget http://www.example.net/
+  srv6run --explain --policy paths.toml -- curl http://www.example.net/
+
+See srv6run(1) and libsrv6sock(7).";
+
+fn parse_fail(s: &str) -> Result<FailMode, String> {
+    s.parse()
+}

@@ -1,0 +1,192 @@
+//! `--explain`: which path each destination named in the command would get, decided by the same policy code
+//! the shim runs.
+
+use std::net::{Ipv6Addr, ToSocketAddrs};
+
+use libsrv6sock::policy::{FailMode, Policy, Proto, Rule};
+use serde_json::{json, Value};
+
+/// A destination found in the command's arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The argument it came from.
+    pub arg: String,
+    /// Host name or address literal.
+    pub host: String,
+    /// Port (from the URL, its scheme's default, or 0 when unknown).
+    pub port: u16,
+}
+
+fn scheme_port(scheme: &str) -> u16 {
+    match scheme {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        "ftp" => 21,
+        "ssh" | "sftp" => 22,
+        "telnet" => 23,
+        _ => 0,
+    }
+}
+
+/// Split `host[:port]` or `[v6]:port`.
+fn host_port(s: &str, default: u16) -> Option<(String, u16)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').map_or(Some(default), |p| p.parse().ok())?;
+        return Some((host.to_string(), port));
+    }
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Some((s.to_string(), default));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_string(), p.parse().ok()?)),
+        None => Some((s.to_string(), default)),
+    }
+}
+
+/// Destinations in program arguments: URLs (`scheme://host[:port]/…`), `[addr]:port` and IPv6 literals.
+pub fn targets(args: &[String]) -> Vec<Target> {
+    args.iter()
+        .filter_map(|arg| {
+            let (host, port) = if let Some((scheme, rest)) = arg.split_once("://") {
+                let authority = rest.split(['/', '?', '#']).next()?;
+                let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+                host_port(authority, scheme_port(&scheme.to_ascii_lowercase()))?
+            } else if arg.starts_with('[') || arg.parse::<Ipv6Addr>().is_ok() {
+                host_port(arg, 0)?
+            } else {
+                return None;
+            };
+            (!host.is_empty()).then(|| Target { arg: arg.clone(), host, port })
+        })
+        .collect()
+}
+
+fn rule_json(r: &Rule) -> Value {
+    json!({
+        "origin": r.origin,
+        "dst": r.dst.to_string(),
+        "port": r.port,
+        "name": r.name,
+        "proto": match r.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Any => "any" },
+        "segments": r.path.segments.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "return_path": r.path.return_waypoints().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "tag": r.path.tag,
+        "flags": r.path.flags,
+    })
+}
+
+/// The whole explanation as JSON (the text form is printed from it).
+pub fn explain(policy: &Policy, preload: &str, args: &[String]) -> Value {
+    let mut dests = Vec::new();
+    for t in targets(args) {
+        let addrs: Result<Vec<Ipv6Addr>, String> = match t.host.parse::<Ipv6Addr>() {
+            Ok(a) => Ok(vec![a]),
+            Err(_) => (t.host.as_str(), t.port)
+                .to_socket_addrs()
+                .map(|it| {
+                    it.filter_map(|sa| match sa.ip() {
+                        std::net::IpAddr::V6(a) => Some(a),
+                        std::net::IpAddr::V4(_) => None,
+                    })
+                    .collect()
+                })
+                .map_err(|e| e.to_string()),
+        };
+        match addrs {
+            Err(e) => dests.push(json!({"arg": t.arg, "host": t.host, "port": t.port, "error": e})),
+            Ok(v) if v.is_empty() => dests.push(json!({"arg": t.arg, "host": t.host, "port": t.port,
+                "error": "no IPv6 address: the connection will use IPv4 and is not steered"})),
+            Ok(v) => {
+                for addr in v {
+                    let name = (t.host.parse::<Ipv6Addr>().is_err()).then_some(t.host.as_str());
+                    let hit = policy.lookup(Proto::Tcp, addr, t.port, name);
+                    let srh = hit.and_then(|(_, r)| r.path.srh(addr).ok()).map(|s| {
+                        json!({
+                            "segments": s.segments.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            "segments_left": s.segments_left,
+                            "return_path_tlv": s.return_path().map(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                            "bytes": s.buffer_len().ok(),
+                        })
+                    });
+                    dests.push(json!({"arg": t.arg, "host": t.host, "address": addr.to_string(), "port": t.port,
+                        "rule": hit.map(|(_, r)| r.origin.clone()), "srh": srh}));
+                }
+            }
+        }
+    }
+    json!({
+        "preload": preload,
+        "fail": match policy.fail { FailMode::Open => "open", FailMode::Closed => "closed" },
+        "rules": policy.rules.iter().map(rule_json).collect::<Vec<_>>(),
+        "destinations": dests,
+    })
+}
+
+fn list(v: &Value) -> String {
+    v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+}
+
+/// The explanation for people.
+pub fn to_text(e: &Value) -> String {
+    let mut out = format!("preload: {}\nfailure policy: {}\nrules (first match wins):\n", e["preload"].as_str().unwrap_or(""), e["fail"].as_str().unwrap_or(""));
+    let rules = e["rules"].as_array().cloned().unwrap_or_default();
+    if rules.is_empty() {
+        out.push_str("  (none: nothing will be steered)\n");
+    }
+    for (i, r) in rules.iter().enumerate() {
+        let mut sel = format!("dst {}", r["dst"].as_str().unwrap_or(""));
+        if let Some(p) = r["port"].as_u64() {
+            sel += &format!(" port {p}");
+        }
+        if let Some(n) = r["name"].as_str() {
+            sel += &format!(" name {n}");
+        }
+        out += &format!("  {}. {} ({}, {}): via {}; return via {}\n", i + 1, r["origin"].as_str().unwrap_or(""), sel,
+            r["proto"].as_str().unwrap_or(""), list(&r["segments"]),
+            if r["return_path"].as_array().is_some_and(|a| a.is_empty()) { "(no TLV)".to_string() } else { list(&r["return_path"]) });
+    }
+    out.push_str("destinations in the command:\n");
+    let dests = e["destinations"].as_array().cloned().unwrap_or_default();
+    if dests.is_empty() {
+        out.push_str("  (none found: give URLs or [addr]:port arguments)\n");
+    }
+    for d in dests {
+        let what = format!("{} -> [{}]:{}", d["arg"].as_str().unwrap_or(""), d["address"].as_str().unwrap_or(d["host"].as_str().unwrap_or("")), d["port"]);
+        if let Some(err) = d["error"].as_str() {
+            out += &format!("  {what}: {err}\n");
+        } else if d["rule"].is_null() {
+            out += &format!("  {what}: no rule matches: sent without SRH\n");
+        } else {
+            let srh = &d["srh"];
+            out += &format!("  {what}: {}: SRH segments [{}] segments left {}, return-path TLV [{}], {} bytes\n",
+                d["rule"].as_str().unwrap_or(""), list(&srh["segments"]), srh["segments_left"], list(&srh["return_path_tlv"]), srh["bytes"]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_destinations_in_arguments() {
+        let args: Vec<String> = ["-sS", "http://[fc00:4::2]:8080/x", "https://user@www.example.net/a?b", "[fc00::1]:22", "fc00::9", "out.bin"]
+            .iter().map(|s| s.to_string()).collect();
+        let t = targets(&args);
+        let got: Vec<_> = t.iter().map(|t| (t.host.as_str(), t.port)).collect();
+        assert_eq!(got, vec![("fc00:4::2", 8080), ("www.example.net", 443), ("fc00::1", 22), ("fc00::9", 0)]);
+    }
+
+    #[test]
+    fn explains_the_shims_decision() {
+        let policy = Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml").unwrap();
+        let e = explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()]);
+        assert_eq!(e["destinations"][0]["rule"], "p.toml rule #1");
+        assert_eq!(e["destinations"][0]["srh"]["segments"], json!(["fc00:4::2", "fc00:e1::1"]));
+        assert_eq!(e["destinations"][0]["srh"]["return_path_tlv"], json!(["fc00:e1::1"]));
+        assert!(e["destinations"][1]["rule"].is_null());
+        assert!(to_text(&e).contains("no rule matches"));
+    }
+}

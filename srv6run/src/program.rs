@@ -1,0 +1,125 @@
+//! Finding PROGRAM and refusing the programs a preload cannot reach (setuid/setgid, statically linked).
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// What to do instead of a preload, said when a program is refused.
+const INSTEAD: &str = "steer its traffic with a route instead, e.g.\n  \
+    ip -6 route add DST/128 encap seg6 mode inline segs SID1,SID2 dev DEV";
+
+/// The path `exec` will run: `name` itself if it has a slash, else the first executable match in `PATH`.
+pub fn locate(name: &str, path_var: Option<&str>) -> Result<PathBuf> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    path_var
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin")
+        .split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+        .find(|p| p.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .with_context(|| format!("{name}: command not found in PATH"))
+}
+
+/// Refuse programs the dynamic loader will not preload into; follows one `#!` interpreter.
+pub fn check_preloadable(program: &Path) -> Result<()> {
+    check_one(program, true)
+}
+
+fn check_one(program: &Path, follow_script: bool) -> Result<()> {
+    let meta = program.metadata().with_context(|| format!("cannot run {}", program.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o6000 != 0 {
+        let which = if mode & 0o4000 != 0 { "setuid" } else { "setgid" };
+        bail!(
+            "{} is {which}: the dynamic loader ignores LD_PRELOAD for it (secure-execution mode), so no SRH \
+             could be attached. Run a copy without the {which} bit, or {INSTEAD}",
+            program.display()
+        );
+    }
+    let mut head = Vec::with_capacity(4096);
+    File::open(program)
+        .and_then(|f| f.take(64 * 1024).read_to_end(&mut head))
+        .with_context(|| format!("cannot read {}", program.display()))?;
+    if let Some(line) = head.strip_prefix(b"#!") {
+        if !follow_script {
+            return Ok(());
+        }
+        let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+        let interp = String::from_utf8_lossy(line);
+        let Some(interp) = interp.split_whitespace().next() else { return Ok(()) };
+        return check_one(Path::new(interp), false)
+            .with_context(|| format!("{} is a script run by {interp}", program.display()));
+    }
+    match has_interpreter(&head) {
+        Some(false) => bail!(
+            "{} is statically linked: it has no dynamic loader, so LD_PRELOAD cannot work. Build it \
+             dynamically, or {INSTEAD}",
+            program.display()
+        ),
+        // Dynamically linked, or not an ELF file we can read: let exec decide.
+        Some(true) | None => Ok(()),
+    }
+}
+
+/// Whether an ELF executable asks for a program interpreter (PT_INTERP): `None` if `elf` is not a complete
+/// ELF header and program header table. Static PIEs have a dynamic section but no interpreter: `Some(false)`.
+pub fn has_interpreter(elf: &[u8]) -> Option<bool> {
+    const PT_INTERP: u32 = 3;
+    if elf.get(..4)? != b"\x7fELF" {
+        return None;
+    }
+    let wide = match elf.get(4)? {
+        1 => false,
+        2 => true,
+        _ => return None,
+    };
+    let little = *elf.get(5)? == 1;
+    let int = |at: usize, n: usize| -> Option<u64> {
+        let b = elf.get(at..at.checked_add(n)?)?;
+        Some(b.iter().enumerate().fold(0u64, |v, (i, &x)| {
+            let shift = if little { 8 * i } else { 8 * (n - 1 - i) };
+            v | (x as u64) << shift
+        }))
+    };
+    let (phoff, phentsize, phnum) = if wide {
+        (int(0x20, 8)?, int(0x36, 2)?, int(0x38, 2)?)
+    } else {
+        (int(0x1c, 4)?, int(0x2a, 2)?, int(0x2c, 2)?)
+    };
+    let mut found = false;
+    for i in 0..phnum {
+        let at = usize::try_from(phoff.checked_add(i.checked_mul(phentsize)?)?).ok()?;
+        found |= int(at, 4)? as u32 == PT_INTERP;
+    }
+    Some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dynamic_system_binary_has_an_interpreter() {
+        let sh = std::fs::read("/bin/sh").unwrap();
+        assert_eq!(has_interpreter(&sh), Some(true));
+        assert!(check_preloadable(Path::new("/bin/sh")).is_ok());
+    }
+
+    #[test]
+    fn garbage_is_not_elf_and_never_panics() {
+        assert_eq!(has_interpreter(b"hello"), None);
+        let mut fake = b"\x7fELF\x02\x01".to_vec();
+        fake.resize(64, 0xff);
+        assert_eq!(has_interpreter(&fake), None);
+    }
+
+    #[test]
+    fn locate_searches_path() {
+        assert_eq!(locate("sh", Some("/nonexistent:/bin")).unwrap(), PathBuf::from("/bin/sh"));
+        assert!(locate("no-such-program-xyz", Some("/bin")).unwrap_err().to_string().contains("not found"));
+    }
+}

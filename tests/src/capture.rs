@@ -1,0 +1,81 @@
+//! Packet captures with tcpdump inside a topology's namespaces.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::decode::{self, Packet};
+use crate::process::{Proc, POLL};
+use crate::Net;
+
+/// How long tcpdump gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running tcpdump writing a pcap file in the test's directory. Stop it with [`Capture::stop`]; dropping
+/// it kills tcpdump.
+pub struct Capture {
+    proc: Proc,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Start tcpdump on `host`'s `dev` (IPv6 only) and wait until it reports that it is listening.
+    pub fn start(net: &Net, host: &str, dev: &str) -> Result<Capture> {
+        let path = net.path(&format!("{host}-{dev}.pcap"));
+        let path_arg = path.to_str().context("non-UTF-8 temporary path")?;
+        // -U and --immediate-mode: every packet reaches the file as it is seen, so a test can read the file
+        // while tcpdump runs and nothing is left in a ring buffer block when it stops. -Z root: do not drop
+        // privileges (the temporary directory is root's). -s 0: whole packets.
+        let mut proc = net.spawn(
+            host,
+            ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0", "-w", path_arg, "ip6"],
+        )?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !proc.stderr().contains("listening on") {
+            proc.ensure_running().context("tcpdump did not start")?;
+            if Instant::now() >= deadline {
+                bail!("tcpdump on {host}:{dev} did not start listening within {START_TIMEOUT:?}: {}", proc.stderr());
+            }
+            std::thread::sleep(POLL);
+        }
+        Ok(Capture { proc, path })
+    }
+
+    /// The pcap file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Wait (at most `timeout`) until the packets captured so far satisfy `done`, e.g. "the client's FIN is
+    /// in": a program's exit does not mean its last packets have crossed the topology yet.
+    pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Packet]) -> bool) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // The file may end in a half-written record: an error here just means "not yet".
+            if decode::read_pcap(&self.path).is_ok_and(|p| done(&p)) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("capture {} never showed {what} within {timeout:?}", self.path.display());
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Stop tcpdump and return the pcap file; an error if the kernel dropped packets (the capture would
+    /// not show everything that crossed the interface).
+    pub fn stop(self) -> Result<PathBuf> {
+        let out = self.proc.stop()?;
+        let dropped = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_suffix(" packets dropped by kernel"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .with_context(|| format!("tcpdump did not report its statistics: {out}"))?;
+        if dropped > 0 {
+            bail!("tcpdump: the kernel dropped {dropped} packets of {}", self.path.display());
+        }
+        Ok(self.path)
+    }
+}

@@ -1,0 +1,151 @@
+//! HTTP servers for the tests: nginx serving random files, and an upload sink that answers with the
+//! sha256 of what it received. Both log the peer address and port of every request, so that a test can
+//! check which client address the server saw.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::process::{Proc, POLL};
+use crate::Net;
+
+/// How long a server gets to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// nginx in a host, listening on `[::]:PORT`, serving a directory of files the test creates.
+pub struct HttpServer {
+    proc: Proc,
+    root: PathBuf,
+    access_log: PathBuf,
+}
+
+impl HttpServer {
+    /// Start nginx in `host` with a configuration generated in a fresh directory of the test's
+    /// directory; returns once it listens.
+    pub fn start(net: &Net, host: &str, port: u16) -> Result<HttpServer> {
+        let dir = net.path(&format!("nginx-{host}"));
+        let root = dir.join("www");
+        std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+        let access_log = dir.join("access.log");
+        let d = dir.display();
+        // Everything nginx writes goes to `dir`, never to /var: parallel tests, no leftovers.
+        // `user root`: the temporary directory is root's and not readable by nginx's default user.
+        let conf = format!(
+            r#"daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    log_format peer '$remote_addr $remote_port "$request" $status $body_bytes_sent';
+    access_log {d}/access.log peer;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type application/octet-stream;
+    sendfile on;
+    server {{
+        listen [::]:{port};
+        root {d}/www;
+    }}
+}}
+"#
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+        let mut proc = net
+            .cmd(host, ["nginx", "-p"])
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .spawn()?;
+        wait_listening(net, host, port, &mut proc)?;
+        Ok(HttpServer { proc, root, access_log })
+    }
+
+    /// Create `name` in the served directory with `size` random bytes; returns its sha256 (hex).
+    pub fn add_random_file(&self, name: &str, size: u64) -> Result<String> {
+        random_file(&self.root.join(name), size)
+    }
+
+    /// The access log so far: one line `ADDR PORT "REQUEST" STATUS BYTES` per request.
+    pub fn access_log(&mut self) -> Result<String> {
+        self.proc.ensure_running()?;
+        std::fs::read_to_string(&self.access_log).with_context(|| format!("reading {}", self.access_log.display()))
+    }
+}
+
+/// `tests/scripts/upload_sink.py` in a host: answers PUT/POST with `SHA256 LENGTH` of the body.
+pub struct UploadSink {
+    proc: Proc,
+    log: PathBuf,
+}
+
+impl UploadSink {
+    /// Start the sink in `host` on `[::]:PORT`; returns once it listens.
+    pub fn start(net: &Net, host: &str, port: u16) -> Result<UploadSink> {
+        let log = net.path(&format!("upload-sink-{host}.log"));
+        std::fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/upload_sink.py");
+        let mut proc = net.cmd(host, ["/usr/bin/python3"]).arg(script).arg(port.to_string()).arg(&log).spawn()?;
+        wait_listening(net, host, port, &mut proc)?;
+        Ok(UploadSink { proc, log })
+    }
+
+    /// The request log so far: one line `ADDR PORT METHOD PATH LENGTH SHA256` per upload.
+    pub fn log(&mut self) -> Result<String> {
+        self.proc.ensure_running()?;
+        std::fs::read_to_string(&self.log).with_context(|| format!("reading {}", self.log.display()))
+    }
+}
+
+fn wait_listening(net: &Net, host: &str, port: u16, proc: &mut Proc) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        proc.ensure_running()?;
+        // A short probe each time so that a server that died is noticed at the next turn.
+        match net.wait_for_tcp_port(host, port, Duration::ZERO) {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => bail!("`{}`: {e}\n{}", proc.command(), proc.stderr()),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
+}
+
+/// Write `size` random bytes to `path`; returns their sha256 (hex).
+pub fn random_file(path: &Path, size: u64) -> Result<String> {
+    let mut urandom = std::fs::File::open("/dev/urandom")?.take(size);
+    let mut out = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        let n = urandom.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])?;
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// The sha256 (hex) of a file.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
