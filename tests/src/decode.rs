@@ -159,7 +159,7 @@ fn decode_frame(frame: usize, data: &[u8]) -> Result<Option<Packet>> {
     let header = ip.header();
     let mut srh = None;
     let mut srh_view = None;
-    for ext in ip.extensions() {
+    for ext in ip.extensions().clone() {
         if let Ipv6ExtensionSlice::Routing(rh) = ext {
             let bytes = rh.slice();
             if bytes.get(2) == Some(&ROUTING_TYPE_SRH) {

@@ -3,7 +3,7 @@
 //!
 //! * [`topology`]: the TOML topology format (`tests/topologies/*.toml`; documented in `steering.toml`).
 //! * [`netns`]: [`Net`] builds a topology with unique namespace names and tears it down on drop, even when
-//!   the test panics; [`require_root`] fails loudly when not root.
+//!   the test panics; [`with_net`] runs a test body in one; [`require_root`] fails loudly when not root.
 //! * [`process`]: [`Cmd`] runs a program (in a namespace) with a timeout; [`Proc`] is a background program
 //!   killed on drop.
 //! * [`capture`]: tcpdump in a namespace, started for real before the test goes on.
@@ -25,5 +25,5 @@ pub mod process;
 pub mod topology;
 
 pub use capture::Capture;
-pub use netns::{require_root, Net};
+pub use netns::{require_root, with_net, Net};
 pub use process::{Cmd, Output, Proc};

@@ -32,6 +32,16 @@ pub fn require_root() {
     );
 }
 
+/// Build `topology`, run a test body in it, panic with the whole error chain if it fails. The panic
+/// happens while the net still exists, so its directory (logs, captures) is kept for inspection.
+pub fn with_net<T>(topology: &str, tag: &str, body: impl FnOnce(&Net) -> Result<T>) -> T {
+    let net = Net::build(topology, tag).unwrap_or_else(|e| panic!("{e:?}"));
+    match body(&net) {
+        Ok(v) => v,
+        Err(e) => panic!("{e:?}"),
+    }
+}
+
 /// A running topology. Dropping it kills the processes left in its namespaces and deletes them.
 pub struct Net {
     topology: Topology,

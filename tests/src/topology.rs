@@ -34,7 +34,8 @@ pub struct Host {
     /// Addresses with prefix length put on `lo`.
     #[serde(default)]
     pub loopback: Vec<String>,
-    /// `sysctl` keys and values; a `*` path component means `all`, `default` and every device of the host.
+    /// `sysctl` keys and values, applied in key order; a `*` path component means `all`, `default` and
+    /// every device of the host.
     #[serde(default)]
     pub sysctls: BTreeMap<String, toml::Value>,
     /// Arguments of `ip -6 route add`.
@@ -239,11 +240,11 @@ mod tests {
         assert_eq!(
             t.sysctl_assignments("a").unwrap(),
             [
-                "net.ipv6.conf.all.forwarding=1",
                 "net.ipv6.conf.all.seg6_enabled=1",
                 "net.ipv6.conf.default.seg6_enabled=1",
                 "net.ipv6.conf.lo.seg6_enabled=1",
                 "net.ipv6.conf.eth0.seg6_enabled=1",
+                "net.ipv6.conf.all.forwarding=1",
             ]
         );
         assert_eq!(t.addr("a", "eth0").unwrap(), "fc00::1".parse::<Ipv6Addr>().unwrap());

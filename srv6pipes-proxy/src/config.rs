@@ -1,0 +1,233 @@
+//! Settings: command-line flags over a TOML file over defaults.
+//!
+//! ```toml
+//! prefixes = ["fc00:f1::/80"]      # function prefixes (locators) this proxy answers for
+//! port = 5001                      # listener port the SYNs are steered to
+//! ingress = ["eth0", "eth1"]       # devices receiving SRH packets (seg6_enabled)
+//! workers = 2                      # default: one per CPU
+//! sid_layout = "80/16/32"          # locator/function/argument bits
+//! control = "/run/srv6pipes-proxy.sock"
+//! modules = ["/usr/lib/srv6pipes/hex.so"]
+//! setup = true                     # install/remove the datapath (false = --no-setup)
+//! backend = "auto"                 # auto | nft | iptables
+//! mark = 1
+//! table = 100
+//! rule_pref = 100
+//! nft_table = "srv6pipes"
+//! connect_timeout_ms = 5000
+//! buffer_size = 65536
+//! splice = true
+//! pipe_size = 262144
+//! keep_client_port = true
+//! backlog = 4096
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use libsrv6sock::prefix::Ipv6Prefix;
+use libsrv6sock::sid::SidLayout;
+use serde::Deserialize;
+
+use crate::datapath::{Backend, DatapathConfig};
+use crate::flow::FlowConfig;
+
+/// Default control socket.
+pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
+
+/// Flags shared by the proxy and `setup --print`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ProxyArgs {
+    /// Function prefix (locator) of this proxy, e.g. fc00:f1::/80; repeat or separate with commas.
+    #[arg(long = "prefix", value_name = "PREFIX", value_delimiter = ',')]
+    pub prefixes: Vec<Ipv6Prefix>,
+    /// Listener port that SYNs to the prefixes are steered to (TPROXY).
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Interface receiving SRH packets (gets seg6_enabled=1); repeat or separate with commas.
+    #[arg(long, value_name = "DEV", value_delimiter = ',')]
+    pub ingress: Vec<String>,
+    /// Worker threads, each with its own SO_REUSEPORT listener [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// TOML configuration file (flags override it).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Do not install or remove the datapath (sysctls, ip rule/route, nftables): the operator does.
+    #[arg(long)]
+    pub no_setup: bool,
+    /// SID layout as LOCATOR/FUNCTION/ARGUMENT bits [default: 80/16/32].
+    #[arg(long, value_name = "L/F/A")]
+    pub sid_layout: Option<String>,
+    /// Control socket path [default: /run/srv6pipes-proxy.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Module (.so) to load at start; repeatable.
+    #[arg(long = "module", value_name = "FILE")]
+    pub modules: Vec<PathBuf>,
+    /// Packet filter for the datapath: auto, nft or iptables [default: auto].
+    #[arg(long, value_name = "B")]
+    pub backend: Option<Backend>,
+    /// Firewall mark of packets delivered locally [default: 1].
+    #[arg(long, value_name = "MARK")]
+    pub mark: Option<u32>,
+    /// Routing table holding `local ::/0` [default: 100].
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<u32>,
+    /// nftables table name (ip6 family; the ip6tables chain is its upper-case) [default: srv6pipes].
+    #[arg(long, value_name = "NAME")]
+    pub nft_table: Option<String>,
+    /// Timeout of the outbound connect, in milliseconds [default: 5000].
+    #[arg(long, value_name = "MS")]
+    pub connect_timeout_ms: Option<u64>,
+    /// Relay buffer size in bytes [default: 65536].
+    #[arg(long, value_name = "BYTES")]
+    pub buffer_size: Option<usize>,
+    /// Copy untransformed directions through user space instead of splice(2).
+    #[arg(long)]
+    pub no_splice: bool,
+}
+
+/// The TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub prefixes: Option<Vec<Ipv6Prefix>>,
+    pub port: Option<u16>,
+    pub ingress: Option<Vec<String>>,
+    pub workers: Option<usize>,
+    pub sid_layout: Option<String>,
+    pub control: Option<PathBuf>,
+    pub modules: Option<Vec<PathBuf>>,
+    pub setup: Option<bool>,
+    pub backend: Option<Backend>,
+    pub mark: Option<u32>,
+    pub table: Option<u32>,
+    pub rule_pref: Option<u32>,
+    pub nft_table: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub buffer_size: Option<usize>,
+    pub splice: Option<bool>,
+    pub pipe_size: Option<usize>,
+    pub keep_client_port: Option<bool>,
+    pub backlog: Option<i32>,
+}
+
+/// Resolved settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub datapath: DatapathConfig,
+    pub flow: FlowConfig,
+    pub workers: usize,
+    pub control: PathBuf,
+    pub modules: Vec<PathBuf>,
+    pub setup: bool,
+    pub backlog: i32,
+}
+
+/// Parse `80/16/32` (also `80,16,32`).
+pub fn parse_layout(s: &str) -> anyhow::Result<SidLayout> {
+    let parts: Vec<&str> = s.split(['/', ',', ':']).map(str::trim).collect();
+    let [l, f, a] = parts.as_slice() else {
+        anyhow::bail!("SID layout {s:?}: expected LOCATOR/FUNCTION/ARGUMENT bits, e.g. 80/16/32");
+    };
+    let n = |x: &str| x.parse::<u8>().map_err(|_| anyhow::anyhow!("SID layout {s:?}: {x:?} is not a bit count"));
+    Ok(SidLayout::new(n(l)?, n(f)?, n(a)?)?)
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+impl ProxyArgs {
+    /// Merge flags over the config file over defaults.
+    pub fn resolve(&self) -> anyhow::Result<ProxyConfig> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let prefixes = if self.prefixes.is_empty() { file.prefixes.unwrap_or_default() } else { self.prefixes.clone() };
+        if prefixes.is_empty() {
+            anyhow::bail!("no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file");
+        }
+        let port = self.port.or(file.port).ok_or_else(|| anyhow::anyhow!("no listener port: give --port or `port`"))?;
+        if port == 0 {
+            anyhow::bail!("port 0 is not a listener port");
+        }
+        let ingress = if self.ingress.is_empty() { file.ingress.unwrap_or_default() } else { self.ingress.clone() };
+        let layout = match self.sid_layout.as_deref().or(file.sid_layout.as_deref()) {
+            Some(s) => parse_layout(s)?,
+            None => SidLayout::default(),
+        };
+        for p in &prefixes {
+            if p.len() > layout.locator_bits() {
+                tracing::warn!("prefix {p} is longer than the /{} locator of the SID layout", layout.locator_bits());
+            }
+        }
+        let workers = self
+            .workers
+            .or(file.workers)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+        if workers == 0 || workers > 1024 {
+            anyhow::bail!("workers must be 1 to 1024");
+        }
+        let buffer_size = self.buffer_size.or(file.buffer_size).unwrap_or(65536);
+        if !(1024..=64 << 20).contains(&buffer_size) {
+            anyhow::bail!("buffer size must be 1 KiB to 64 MiB");
+        }
+        let mut modules = file.modules.unwrap_or_default();
+        modules.extend(self.modules.iter().cloned());
+        Ok(ProxyConfig {
+            datapath: DatapathConfig {
+                prefixes: prefixes.clone(),
+                port,
+                ingress,
+                mark: self.mark.or(file.mark).unwrap_or(1),
+                table: self.table.or(file.table).unwrap_or(100),
+                rule_pref: file.rule_pref.unwrap_or(100),
+                nft_table: self.nft_table.clone().or(file.nft_table).unwrap_or_else(|| "srv6pipes".into()),
+                backend: self.backend.or(file.backend).unwrap_or(Backend::Auto),
+            },
+            flow: FlowConfig {
+                prefixes,
+                layout,
+                connect_timeout: Duration::from_millis(self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000)),
+                buffer_size,
+                splice: !self.no_splice && file.splice.unwrap_or(true),
+                pipe_size: file.pipe_size.unwrap_or(256 * 1024),
+                keep_client_port: file.keep_client_port.unwrap_or(true),
+            },
+            workers,
+            control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
+            modules,
+            setup: !self.no_setup && file.setup.unwrap_or(true),
+            backlog: file.backlog.unwrap_or(4096),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("srv6pipes-proxy-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("p.toml");
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nport = 5001\ningress = [\"a\", \"b\"]\nsid_layout = \"64/16/48\"\nsplice = false\n").unwrap();
+        let args = ProxyArgs { config: Some(f.clone()), port: Some(6000), ..Default::default() };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.datapath.port, 6000);
+        assert_eq!(c.datapath.ingress, vec!["a", "b"]);
+        assert_eq!(c.flow.layout.locator_bits(), 64);
+        assert!(!c.flow.splice);
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
+        assert!(args.resolve().is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(parse_layout("80/16").is_err());
+        assert!(parse_layout("80/16/40").is_err());
+    }
+}

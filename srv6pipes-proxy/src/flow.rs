@@ -1,0 +1,337 @@
+//! Per-flow setup: read the SYN's SRH from the accepted socket, find this proxy's SID in it, pick the
+//! function, and open the outbound leg (transparent bind to the client, remaining segments re-attached).
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libsrv6sock::attach;
+use libsrv6sock::prefix::Ipv6Prefix;
+use libsrv6sock::sid::SidLayout;
+use libsrv6sock::srh::{SrhRepr, NEXT_HEADER_NONE};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::module::{self, Function, Instance, ModuleError, Registry};
+use crate::relay;
+use crate::stats::{FlowState, FlowTable, NewFlow};
+
+/// `IPV6_TRANSPARENT` (linux/in6.h).
+pub const IPV6_TRANSPARENT: libc::c_int = 75;
+
+/// Settings the data path needs.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    pub prefixes: Vec<Ipv6Prefix>,
+    pub layout: SidLayout,
+    pub connect_timeout: Duration,
+    /// Bytes per relay buffer (each transformed direction has an input and an output buffer).
+    pub buffer_size: usize,
+    /// Relay untransformed directions with splice(2).
+    pub splice: bool,
+    /// Pipe size for splice.
+    pub pipe_size: usize,
+    /// Bind the outbound leg to the client's port too (falls back to an ephemeral port if taken).
+    pub keep_client_port: bool,
+}
+
+/// Everything the workers share.
+pub struct Shared {
+    pub cfg: FlowConfig,
+    pub registry: Registry,
+    pub flows: FlowTable,
+}
+
+/// Why a flow was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the SYN carried no SRH")]
+    NoSrh,
+    #[error("malformed SRH: {0}")]
+    Malformed(#[from] libsrv6sock::Error),
+    #[error("no segment of the SRH is in this proxy's prefixes")]
+    NotOurs,
+    #[error("SID {sid} names function {function}, which no loaded module provides")]
+    UnknownFunction { sid: Ipv6Addr, function: u64 },
+    #[error("{0}")]
+    Spawn(#[from] ModuleError),
+    #[error("socket: {0}")]
+    Socket(#[from] io::Error),
+}
+
+/// Where a flow goes, decoded from its SYN's SRH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// This proxy's SID.
+    pub sid: Ipv6Addr,
+    pub function: u64,
+    pub argument: u64,
+    /// SRH for the outbound leg (segments below our SID, TLVs kept), `None` when only the final
+    /// destination remains.
+    pub out_srh: Option<Vec<u8>>,
+}
+
+/// Decode the SYN's SRH: our SID is the segment nearest to the start of the path (highest index above 0)
+/// that lies in one of `prefixes`; the segments below it are re-attached.
+pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) -> Result<Route, Refusal> {
+    let bytes = srh.ok_or(Refusal::NoSrh)?;
+    let srh = SrhRepr::from_bytes(bytes)?;
+    let me = (1..srh.segments.len())
+        .rev()
+        .find(|&i| prefixes.iter().any(|p| p.contains(srh.segments[i])))
+        .ok_or(Refusal::NotOurs)?;
+    let sid = srh.segments[me];
+    let parts = layout.split(sid);
+    let out_srh = if me > 1 {
+        let out = SrhRepr {
+            next_header: NEXT_HEADER_NONE,
+            segments_left: (me - 1) as u8,
+            flags: srh.flags,
+            tag: srh.tag,
+            segments: srh.segments[..me].to_vec(),
+            tlvs: srh.tlvs.clone(),
+        };
+        Some(out.to_bytes()?)
+    } else {
+        None
+    };
+    Ok(Route { sid, function: parts.function, argument: parts.argument, out_srh })
+}
+
+fn set_int(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(fd.as_raw_fd(), level, opt, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// `IPV6_TRANSPARENT` on a socket.
+pub fn set_transparent(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, libc::IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+}
+
+/// One worker's listener: transparent, latching the SYN's SRH, in the SO_REUSEPORT group of `port`.
+pub fn listener(port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    set_transparent(s.as_fd())?;
+    attach::enable_syn_srh(s.as_fd())?;
+    s.set_nodelay(true)?;
+    s.bind(&SocketAddr::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)).into())?;
+    s.listen(backlog)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+fn v6(a: SocketAddr) -> io::Result<SocketAddrV6> {
+    match a {
+        SocketAddr::V6(a) => Ok(a),
+        SocketAddr::V4(_) => Err(io::Error::new(io::ErrorKind::InvalidInput, "IPv4 flow")),
+    }
+}
+
+/// Close `s` with a reset.
+pub fn reset(s: &TcpStream) {
+    let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+/// Handle one accepted connection: decide synchronously (the SRH must be read before any other packet
+/// can replace it), then relay in a task of this worker.
+pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<Shared>) {
+    let server = stream.local_addr().and_then(v6);
+    let client = v6(peer);
+    let (client, server) = match (client, server) {
+        (Ok(c), Ok(s)) => (c, s),
+        (c, s) => {
+            tracing::warn!(peer = %peer, "refused: cannot read the flow's addresses ({:?} {:?})", c.err(), s.err());
+            reset(&stream);
+            return;
+        }
+    };
+    let id = shared.flows.next_id();
+    match prepare(&stream, client, server, worker, id, shared) {
+        Ok((route, func, inst)) => {
+            let entry = shared.flows.insert(
+                id,
+                NewFlow {
+                    worker,
+                    client,
+                    server,
+                    sid: route.sid,
+                    function: func.name.as_str().into(),
+                    module: func.module_name().into(),
+                    function_id: route.function,
+                    argument: route.argument,
+                },
+            );
+            tracing::debug!(flow = id, %client, %server, sid = %route.sid, function = %func.name, argument = route.argument, "flow accepted");
+            let shared = shared.clone();
+            tokio::task::spawn_local(async move {
+                let reset = run(stream, client, server, route, inst, &entry, &shared).await;
+                shared.flows.remove(&entry, reset);
+            });
+        }
+        Err(r) => {
+            let c = &shared.flows.counters;
+            let ctr = match &r {
+                Refusal::NoSrh => &c.refused_no_srh,
+                Refusal::Malformed(_) => &c.refused_malformed,
+                Refusal::NotOurs => &c.refused_not_ours,
+                Refusal::UnknownFunction { .. } => &c.refused_unknown_function,
+                Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
+            };
+            ctr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%client, %server, "flow refused: {r}");
+            reset(&stream);
+        }
+    }
+}
+
+fn prepare(
+    stream: &TcpStream,
+    client: SocketAddrV6,
+    server: SocketAddrV6,
+    worker: usize,
+    id: u64,
+    shared: &Shared,
+) -> Result<(Route, Arc<Function>, Option<Instance>), Refusal> {
+    let mut buf = [0u8; 2048 + 128];
+    let range = attach::syn_srh(stream.as_fd(), &mut buf)?;
+    let srh = range.map(|r| &buf[r]);
+    let route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
+    let func = shared
+        .registry
+        .get(route.function)
+        .ok_or(Refusal::UnknownFunction { sid: route.sid, function: route.function })?;
+    let info = module::flow_info(id, worker as u32, client, server, route.sid, route.function, route.argument);
+    let inst = Instance::spawn(func.clone(), &info)?;
+    let inst = (func.transforms(module::UP) || func.transforms(module::DOWN)).then_some(inst);
+    Ok((route, func, inst))
+}
+
+/// Open the outbound leg: source = the client, SRH = the remaining segments, destination = the server.
+pub async fn connect_out(
+    client: SocketAddrV6,
+    server: SocketAddrV6,
+    srh: Option<&[u8]>,
+    cfg: &FlowConfig,
+) -> io::Result<TcpStream> {
+    let mut port = if cfg.keep_client_port { client.port() } else { 0 };
+    loop {
+        let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+        set_transparent(s.as_fd())?;
+        s.set_reuse_address(true)?;
+        s.set_nodelay(true)?;
+        match s.bind(&SocketAddr::from(SocketAddrV6::new(*client.ip(), port, 0, 0)).into()) {
+            Err(e) if port != 0 && e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                port = 0;
+                continue;
+            }
+            r => r?,
+        }
+        if let Some(srh) = srh {
+            attach::set_srh(s.as_fd(), srh)?;
+        }
+        s.set_nonblocking(true)?;
+        let sock = TcpSocket::from_std_stream(s.into());
+        match tokio::time::timeout(cfg.connect_timeout, sock.connect(SocketAddr::V6(server))).await {
+            Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+            Ok(Err(e)) if port != 0 && e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => {
+                port = 0;
+                continue;
+            }
+            Ok(r) => return r,
+        }
+    }
+}
+
+/// Connect, relay, close. Returns whether the flow ended with a reset.
+async fn run(
+    inbound: TcpStream,
+    client: SocketAddrV6,
+    server: SocketAddrV6,
+    route: Route,
+    inst: Option<Instance>,
+    entry: &crate::stats::FlowEntry,
+    shared: &Shared,
+) -> bool {
+    let outbound = match connect_out(client, server, route.out_srh.as_deref(), &shared.cfg).await {
+        Ok(s) => s,
+        Err(e) => {
+            shared.flows.counters.connect_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(flow = entry.id, %client, %server, "next hop unreachable, resetting the client: {e}");
+            reset(&inbound);
+            return true;
+        }
+    };
+    entry.set_state(FlowState::Established);
+    let result = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg).await;
+    entry.set_state(FlowState::Closing);
+    match result {
+        Ok(()) => {
+            tracing::debug!(flow = entry.id, up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed), down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed), "flow closed");
+            false
+        }
+        Err(e) => {
+            tracing::debug!(flow = entry.id, "flow reset: {e}");
+            reset(&inbound);
+            reset(&outbound);
+            true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libsrv6sock::tlv::TlvRepr;
+
+    fn a(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn route_finds_our_sid_and_keeps_the_rest() {
+        let p1: Ipv6Prefix = "fc00:f1::/80".parse().unwrap();
+        let layout = SidLayout::default();
+        let sid1 = a("fc00:f1::2:0:5a");
+        let sid2 = a("fc00:f2::2:0:5a");
+        let mut srh = SrhRepr::for_path(a("fc00:4::2"), &[sid1, sid2]).unwrap();
+        srh.tlvs.push(TlvRepr::ReturnPath(vec![sid2, sid1]));
+        srh.segments_left = 0;
+        let bytes = srh.to_bytes().unwrap();
+        let r = route(Some(&bytes), &[p1], &layout).unwrap();
+        assert_eq!((r.sid, r.function, r.argument), (sid1, 2, 0x5a));
+        let out = SrhRepr::from_bytes(r.out_srh.as_deref().unwrap()).unwrap();
+        assert_eq!(out.segments, vec![a("fc00:4::2"), sid2]);
+        assert_eq!(out.segments_left, 1);
+        assert_eq!(out.return_path(), Some(&[sid2, sid1][..]));
+        // Last proxy: no SRH on the outbound leg.
+        let p2: Ipv6Prefix = "fc00:f2::/80".parse().unwrap();
+        let r = route(Some(out.to_bytes().unwrap().as_slice()), &[p2], &layout).unwrap();
+        assert_eq!(r.out_srh, None);
+        assert_eq!(r.sid, sid2);
+    }
+
+    #[test]
+    fn route_refusals() {
+        let p1: Ipv6Prefix = "fc00:f1::/80".parse().unwrap();
+        let l = SidLayout::default();
+        assert!(matches!(route(None, &[p1], &l), Err(Refusal::NoSrh)));
+        assert!(matches!(route(Some(&[0, 0, 4]), &[p1], &l), Err(Refusal::Malformed(_))));
+        let other = SrhRepr::for_path(a("fc00:4::2"), &[a("fc00:f9::1")]).unwrap().to_bytes().unwrap();
+        assert!(matches!(route(Some(&other), &[p1], &l), Err(Refusal::NotOurs)));
+        // The final destination inside our prefix is not a SID of ours.
+        let direct = SrhRepr::for_path(a("fc00:f1::9"), &[a("fc00:f9::1")]).unwrap().to_bytes().unwrap();
+        assert!(matches!(route(Some(&direct), &[p1], &l), Err(Refusal::NotOurs)));
+    }
+}
