@@ -9,6 +9,8 @@ use crate::decode::{self, Packet};
 use crate::process::{Proc, POLL};
 use crate::Net;
 
+/// Capture ring size (KiB).
+const RING_KIB: &str = "32768";
 /// How long tcpdump gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -20,17 +22,20 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Start tcpdump on `host`'s `dev` (IPv6 only) and wait until it reports that it is listening.
-    pub fn start(net: &Net, host: &str, dev: &str) -> Result<Capture> {
+    /// Start tcpdump on `host`'s `dev` with a pcap-filter(7) expression (e.g. `ip6`, `ip6 src host
+    /// fc00::1`) and wait until it reports that it is listening.
+    pub fn start(net: &Net, host: &str, dev: &str, filter: &str) -> Result<Capture> {
         let path = net.path(&format!("{host}-{dev}.pcap"));
         let path_arg = path.to_str().context("non-UTF-8 temporary path")?;
         // -U and --immediate-mode: every packet reaches the file as it is seen, so a test can read the file
         // while tcpdump runs and nothing is left in a ring buffer block when it stops. -Z root: do not drop
-        // privileges (the temporary directory is root's). -s 0: whole packets.
-        let mut proc = net.spawn(
-            host,
-            ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0", "-w", path_arg, "ip6"],
-        )?;
+        // privileges (the temporary directory is root's). -s 0: whole packets, even GSO frames of 64 KiB;
+        // libpcap then sizes each ring slot for such a frame, and its default 2 MiB ring holds about 30 of
+        // them: -B gives room for bursts of a few hundred packets.
+        let mut proc = net
+            .cmd(host, ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0"])
+            .args(["-B", RING_KIB, "-w", path_arg, filter])
+            .spawn()?;
         let deadline = Instant::now() + START_TIMEOUT;
         while !proc.stderr().contains("listening on") {
             proc.ensure_running().context("tcpdump did not start")?;

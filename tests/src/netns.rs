@@ -47,6 +47,8 @@ pub struct Net {
     topology: Topology,
     /// Namespace name per host, in the topology's host order.
     namespaces: Vec<(String, String)>,
+    /// Where [`Net::dir`] points; `dir` owns it until a failing test keeps it.
+    dir_path: PathBuf,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -64,7 +66,7 @@ impl Net {
             .prefix(&format!("{run}-"))
             .tempdir()
             .context("creating the test's temporary directory")?;
-        let net = Net { topology: topo, namespaces, dir: Some(dir) };
+        let net = Net { topology: topo, namespaces, dir_path: dir.path().to_owned(), dir: Some(dir) };
         remove_stale_namespaces()?;
         for (_, ns) in &net.namespaces {
             delete_namespace(ns);
@@ -75,9 +77,14 @@ impl Net {
 
     fn setup(&self) -> Result<()> {
         let topo = &self.topology;
-        for (_, ns) in &self.namespaces {
+        for (host, ns) in &self.namespaces {
             root(["ip", "netns", "add", ns])?;
             self.ip(ns, ["link", "set", "lo", "up"])?;
+            // No duplicate address detection on the interfaces created next: a tentative link-local address
+            // holds back neighbour discovery, so the first packets of a test would wait a second or more.
+            self.cmd(host, ["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
+                .timeout(SETUP_TIMEOUT)
+                .run()?;
         }
         for link in &topo.links {
             let (a, b) = (&link.a, &link.b);
@@ -146,7 +153,7 @@ impl Net {
 
     /// The test's temporary directory (logs, captures, configs). Kept, and printed, when the test panics.
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map(|d| d.path()).unwrap_or(Path::new("/nonexistent"))
+        &self.dir_path
     }
 
     /// A fresh path in [`Net::dir`] named after `name`.
@@ -165,13 +172,23 @@ impl Net {
         self.topology.sid(host)
     }
 
+    /// Write `/etc/netns/NS/NAME`, which `ip netns exec` bind-mounts over `/etc/NAME` for the programs run
+    /// in `host` (e.g. `hosts`, `resolv.conf`). Removed with the namespace.
+    pub fn etc_file(&self, host: &str, name: &str, content: &str) -> Result<()> {
+        let dir = etc_dir(self.ns(host)?);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(name);
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))
+    }
+
     /// A command to run in `host`; finish it with [`Cmd::run`], [`Cmd::output`] or [`Cmd::spawn`].
     pub fn cmd<I, S>(&self, host: &str, argv: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString>,
     {
-        // An unknown host is reported when the command runs (ip netns exec fails on the bad name).
+        // An unknown host is reported when the command runs: `ip netns exec` fails on the bad name. (Tests
+        // chain builder calls; a Result here would only add noise.)
         let ns = self.ns(host).unwrap_or(host);
         Cmd::new(argv).netns(ns).log_dir(self.dir())
     }
@@ -212,9 +229,14 @@ impl Net {
         }
     }
 
-    /// Start capturing on `host`'s `dev` (see [`Capture`]); returns once tcpdump really captures.
+    /// Start capturing all IPv6 packets on `host`'s `dev`; returns once tcpdump really captures.
     pub fn capture(&self, host: &str, dev: &str) -> Result<Capture> {
-        Capture::start(self, host, dev)
+        Capture::start(self, host, dev, "ip6")
+    }
+
+    /// Like [`Net::capture`] with a pcap-filter(7) expression, to keep bulk traffic out of the file.
+    pub fn capture_filtered(&self, host: &str, dev: &str, filter: &str) -> Result<Capture> {
+        Capture::start(self, host, dev, filter)
     }
 }
 
@@ -232,7 +254,7 @@ impl Drop for Net {
 }
 
 /// Kill what still runs in `ns` (a spawned server the test forgot, a timed-out command's child), then
-/// delete it. Best effort: used on teardown and on leftovers.
+/// delete it and its `/etc/netns` files. Best effort: used on teardown and on leftovers.
 fn delete_namespace(ns: &str) {
     if let Ok(out) = root(["ip", "netns", "pids", ns]) {
         for pid in out.stdout.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
@@ -241,12 +263,22 @@ fn delete_namespace(ns: &str) {
         }
     }
     let _ = Cmd::new(["ip", "netns", "del", ns]).timeout(SETUP_TIMEOUT).output();
+    let _ = std::fs::remove_dir_all(etc_dir(ns));
 }
 
-/// Delete namespaces named by a harness process that no longer exists.
+/// The per-namespace `/etc` overlay directory of `ip netns exec`.
+fn etc_dir(ns: &str) -> PathBuf {
+    Path::new("/etc/netns").join(ns)
+}
+
+/// Delete namespaces (and `/etc/netns` directories) named by a harness process that no longer exists.
 fn remove_stale_namespaces() -> Result<()> {
     let list = root(["ip", "netns", "list"])?;
-    for name in list.stdout.lines().filter_map(|l| l.split_whitespace().next()) {
+    let mut names: Vec<String> = list.stdout.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    if let Ok(entries) = std::fs::read_dir("/etc/netns") {
+        names.extend(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()));
+    }
+    for name in &names {
         let Some(rest) = name.strip_prefix(PREFIX) else { continue };
         // s6t-TAG-PID-N-HOST: the PID is the second dash-separated field.
         let Some(pid) = rest.split('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else { continue };

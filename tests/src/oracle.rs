@@ -59,7 +59,7 @@ fn tshark_line(line: &str) -> Result<View> {
             segments_left: f[8].parse()?,
             last_entry: f[9].parse()?,
             flags: hex(f[10])?.try_into()?,
-            tag: hex(f[11])?.try_into()?,
+            tag: bytes_field(f[11])?,
             segments: f[12].split(',').map(str::parse).collect::<Result<_, _>>()?,
             tlvs: None,
         }),
@@ -77,7 +77,14 @@ fn tshark_line(line: &str) -> Result<View> {
     })
 }
 
-/// tshark prints flag and tag fields as `0x…`.
+/// tshark prints the tag (a bytes field) as hex digits, possibly `:`-separated.
+fn bytes_field(s: &str) -> Result<u16> {
+    let bytes = unhex(&s.replace(':', ""))?;
+    let pair: [u8; 2] = bytes.try_into().map_err(|b| anyhow::anyhow!("tag {b:?} is not 2 bytes"))?;
+    Ok(u16::from_be_bytes(pair))
+}
+
+/// tshark prints flags fields as `0x…`.
 fn hex(s: &str) -> Result<u32> {
     let digits = s.strip_prefix("0x").with_context(|| format!("{s:?} is not 0x-prefixed hex"))?;
     Ok(u32::from_str_radix(digits, 16)?)
@@ -267,12 +274,13 @@ mod tests {
 
     #[test]
     fn tshark_lines_parse() {
-        let line = "3\tfc00:1::1\tfc00:f1::1\t40000\t8080\t0x0002\t0\t4\t2\t2\t0x00\t0x0000\tfc00:5::1,fc00:f2::1,fc00:f1::1";
+        let line = "3\tfc00:1::1\tfc00:f1::1\t40000\t8080\t0x0002\t0\t4\t2\t2\t0x00\t0102\tfc00:5::1,fc00:f2::1,fc00:f1::1";
         let v = tshark_line(line).unwrap();
         assert_eq!(v.frame, 3);
         assert_eq!(v.tcp_flags, 0x02);
         let srh = v.srh.unwrap();
         assert_eq!((srh.segments_left, srh.last_entry, srh.segments.len()), (2, 2, 3));
+        assert_eq!(srh.tag, 0x0102);
         assert!(srh.tlvs.is_none());
     }
 }

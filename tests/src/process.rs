@@ -251,11 +251,6 @@ impl Proc {
         &self.command
     }
 
-    /// Process id.
-    pub fn id(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
     /// What the program wrote to standard error so far.
     pub fn stderr(&self) -> String {
         std::fs::read(&self.stderr_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
@@ -267,7 +262,7 @@ impl Proc {
     }
 
     /// The exit status if the program has ended.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+    fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
         match &mut self.child {
             Some(c) => Ok(c.try_wait()?),
             None => bail!("`{}` was already stopped", self.command),

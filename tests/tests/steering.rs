@@ -11,10 +11,11 @@ use anyhow::{ensure, Context, Result};
 use libsrv6sock::tlv::TYPE_RETURN_PATH;
 use serde_json::Value;
 use srv6pipes_tests::decode::{flags, Packet};
-use srv6pipes_tests::http::{sha256_file, HttpServer};
+use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::{binaries, oracle, with_net, Net};
 
 const PORT: u16 = 8080;
+const UPLOAD_PORT: u16 = 8081;
 const FILE: &str = "blob.bin";
 const FILE_SIZE: u64 = 1 << 20;
 /// Bound on one download (the real one takes well under a second).
@@ -147,7 +148,8 @@ fn srv6run_steers_curl_through_r2_and_plain_curl_does_not() {
 
         // Plain routing takes the direct link: nothing of the flow crosses r2.
         let on_r2 = net.capture("r2", "eth0")?;
-        let direct = net.capture("server", "eth1")?;
+        // Only the client's packets: the download itself is bulk traffic the test does not need.
+        let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {}", s.client_direct))?;
         s.download_plain()?;
         direct.wait_for("the plain flow's FIN", SETTLE_TIMEOUT, s.fin_seen(s.client_direct))?;
         let direct = srv6pipes_tests::decode::read_pcap(&direct.stop()?)?;
@@ -224,6 +226,44 @@ fn return_path_none_sends_the_srh_without_the_tlv() {
             let srh = p.srh.as_ref().with_context(|| format!("frame {} has no SRH", p.frame))?;
             ensure!(srh.segments == [s.service, s.r2, s.r1], "frame {}: segments {:?}", p.frame, srh.segments);
             ensure!(srh.tlvs.is_empty(), "frame {}: TLVs {:?} despite --return-path none", p.frame, srh.tlvs);
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn srv6run_uploads_through_the_path() {
+    with_net("steering", "upload", |net| {
+        let s = Steering::start(net)?;
+        let mut sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
+        let file = net.path("upload.bin");
+        let sha256 = random_file(&file, FILE_SIZE)?;
+        // The data now flows client → server: the SRH rides on full-size segments, whose MSS the kernel
+        // lowers by the SRH's length. Only the client's packets are captured (the answer comes back direct).
+        let on_r2 = net.capture_filtered("r2", "eth0", &format!("ip6 src host {}", s.client_steered))?;
+        let url = format!("http://[{}]:{UPLOAD_PORT}/up", s.service);
+        let srv6run = binaries::path("srv6run")?;
+        let out = net
+            .cmd("client", [srv6run])
+            .args(["--segs", &s.segs(), "--", "curl", "-sS", "-g", "--noproxy", "*", "--max-time", "30", "-T"])
+            .arg(&file)
+            .arg(&url)
+            .timeout(CURL_TIMEOUT)
+            .run()?;
+        ensure!(out.stdout.trim() == format!("{sha256} {FILE_SIZE}"), "the sink received something else: {out}");
+        let log = sink.log()?;
+        ensure!(log.starts_with(&format!("{} ", s.client_steered)), "the sink saw another peer: {log}");
+
+        let fin = |p: &[Packet]| p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT));
+        on_r2.wait_for("the upload's FIN", SETTLE_TIMEOUT, fin)?;
+        let packets = srv6pipes_tests::decode::read_pcap(&on_r2.stop()?)?;
+        let upload: Vec<&Packet> = packets.iter().filter(|p| p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
+        assert_complete(&upload, "r2, upload")?;
+        let sent: usize = upload.iter().filter_map(|p| p.tcp).map(|t| t.payload_len).sum();
+        ensure!(sent as u64 > FILE_SIZE, "r2 saw {sent} bytes of TCP payload, less than the file");
+        for p in upload {
+            let srh = p.srh.as_ref().with_context(|| format!("frame {} has no SRH", p.frame))?;
+            ensure!(srh.segments == [s.service, s.r2, s.r1], "frame {}: segments {:?}", p.frame, srh.segments);
         }
         Ok(())
     })
