@@ -57,6 +57,18 @@ for _ in range(n):
 print(sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in kids))
 "#;
 
+/// One TCP Fast Open connection: the request leaves with the SYN through `sendto(MSG_FASTOPEN)`, the call
+/// the shim must steer since there is no `connect()`; prints the status line.
+const FASTOPEN_PY: &str = r#"
+import socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+    # Blocking until connected: a timeout would make the socket non-blocking (EINPROGRESS).
+    s.sendto(b"GET /small.bin HTTP/1.0\r\n\r\n", socket.MSG_FASTOPEN, (host, port))
+    s.settimeout(20)
+    print(s.recv(12).decode())
+"#;
+
 struct Env<'a> {
     net: &'a Net,
     _server: HttpServer,
@@ -101,7 +113,7 @@ fn log_events(path: &Path) -> Result<Vec<Value>> {
 }
 
 fn attached(events: &[Value]) -> Vec<&Value> {
-    events.iter().filter(|e| e["event"] == "connect" && e["action"] == "attached").collect()
+    events.iter().filter(|e| e["action"] == "attached").collect()
 }
 
 /// Run a Python program with `FLOWS` connections under srv6run; check that each got its answer, its own
@@ -140,6 +152,25 @@ fn forked_children_steer_their_connections() {
         let events = run_flows(net, FORK_PY, "fork")?;
         let pids: std::collections::HashSet<_> = attached(&events).iter().map(|e| e["pid"].clone()).collect();
         ensure!(pids.len() == FLOWS, "each child decides in its own process: {pids:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn tcp_fast_open_is_steered() {
+    with_net("steering", "tfo", |net| {
+        let env = Env::start(net)?;
+        let log = net.path("tfo.jsonl");
+        let capture = net.capture("r2", "eth0")?;
+        let argv = env.srv6run(
+            &["--segs", &env.segs(), "--log", log.to_str().context("path")?],
+            &[PYTHON, "-c", FASTOPEN_PY, &env.service.to_string(), &PORT.to_string()],
+        );
+        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+        ensure!(out.stdout.starts_with("HTTP/1.1 200"), "the Fast Open request is answered: {out}");
+        capture.wait_for("the steered SYN", SETTLE_TIMEOUT, |p| env.steered_syns(p) >= 1)?;
+        let events = log_events(&log)?;
+        ensure!(events.iter().any(|e| e["event"] == "sendto" && e["action"] == "attached"), "sendto steered: {events:?}");
         Ok(())
     });
 }
