@@ -39,7 +39,7 @@ impl Ipv6Prefix {
     }
 
     /// The prefix length.
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
 
@@ -93,7 +93,7 @@ mod tests {
         assert!(p.contains("fc00:f1::1234".parse().unwrap()));
         assert!(!p.contains("fc00:f2::1".parse().unwrap()));
         assert!("::/0".parse::<Ipv6Prefix>().unwrap().contains("2001:db8::1".parse().unwrap()));
-        assert_eq!("fc00::1".parse::<Ipv6Prefix>().unwrap().len(), 128);
+        assert_eq!("fc00::1".parse::<Ipv6Prefix>().unwrap().prefix_len(), 128);
         assert!(matches!("fc00::/129".parse::<Ipv6Prefix>(), Err(PrefixError::Length(_))));
         assert!(matches!("fc00:::/64".parse::<Ipv6Prefix>(), Err(PrefixError::Address(_))));
     }

@@ -77,7 +77,7 @@ impl SidLayout {
 
     /// Build the SID for `function` with `argument` under `locator` (whose length must be the layout's).
     pub fn build(&self, locator: Ipv6Prefix, function: u64, argument: u64) -> Result<Ipv6Addr, Error> {
-        if locator.len() != self.locator_bits {
+        if locator.prefix_len() != self.locator_bits {
             return Err(Error::SidLayout(format!(
                 "locator {locator} is not a /{} as the layout says",
                 self.locator_bits

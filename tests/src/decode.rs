@@ -7,11 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use etherparse::{Ipv6ExtensionSlice, NetSlice, SlicedPacket, TransportSlice};
-use libsrv6sock::srh::{Srh, SrhRepr};
+use libsrv6sock::srh::{Srh, SrhRepr, ROUTING_TYPE_SRH};
 use libsrv6sock::tlv::TlvRepr;
-
-/// Routing header (IPv6 next header 43) type of an SRH.
-const ROUTING_TYPE_SRH: u8 = 4;
 
 /// TCP flag bits (low byte of the flags field).
 pub mod flags {
@@ -205,4 +202,50 @@ fn decode_srh(bytes: &[u8]) -> Result<(SrhRepr, SrhView)> {
         tlvs: Some(tlvs),
     };
     Ok((repr, view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ethernet + IPv6 (next header 43) + an SRH with a return-path TLV + a TCP SYN with 3 payload bytes.
+    fn frame(srh: &SrhRepr) -> Vec<u8> {
+        let active = srh.active_segment().unwrap();
+        let srh = srh.to_bytes().unwrap();
+        let mut tcp = vec![0u8; 20];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&8080u16.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags::SYN;
+        tcp.extend_from_slice(b"abc");
+        let mut f = vec![0u8; 12];
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        f.extend_from_slice(&((srh.len() + tcp.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[43, 64]);
+        f.extend_from_slice(&"fc00:1::1".parse::<Ipv6Addr>().unwrap().octets());
+        f.extend_from_slice(&active.octets());
+        f.extend_from_slice(&srh);
+        f.extend_from_slice(&tcp);
+        f
+    }
+
+    #[test]
+    fn decodes_srh_tlvs_and_tcp() {
+        let a = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let mut repr = SrhRepr::for_path(a("fc00:5::1"), &[a("fc00:f1::1"), a("fc00:f2::1")]).unwrap();
+        repr.next_header = 6;
+        repr.tlvs.push(TlvRepr::ReturnPath(vec![a("fc00:f1::1"), a("fc00:f2::1")]));
+        let p = decode_frame(7, &frame(&repr)).unwrap().unwrap();
+        assert_eq!((p.frame, p.src, p.dst), (7, a("fc00:1::1"), a("fc00:f1::1")));
+        assert_eq!(p.srh.as_ref(), Some(&repr));
+        assert!(p.has_flags(flags::SYN) && !p.has_flags(flags::ACK) && p.has_payload());
+        let v = p.view().unwrap();
+        let srh = v.srh.unwrap();
+        assert_eq!((srh.segments_left, srh.last_entry), (2, 2));
+        let tlvs = srh.tlvs.unwrap();
+        assert_eq!(tlvs.len(), 1, "padding is not listed");
+        assert_eq!(tlvs[0].tlv_type, 124);
+        assert_eq!(tlvs[0].value.len(), 2 + 32);
+        assert_eq!(tlvs[0].return_path.as_deref(), Some(&[a("fc00:f1::1"), a("fc00:f2::1")][..]));
+    }
 }

@@ -82,9 +82,12 @@ impl Net {
             self.ip(ns, ["link", "set", "lo", "up"])?;
             // No duplicate address detection on the interfaces created next: a tentative link-local address
             // holds back neighbour discovery, so the first packets of a test would wait a second or more.
-            self.cmd(host, ["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"])
-                .timeout(SETUP_TIMEOUT)
-                .run()?;
+            self.cmd(
+                host,
+                ["sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"],
+            )
+            .timeout(SETUP_TIMEOUT)
+            .run()?;
         }
         for link in &topo.links {
             let (a, b) = (&link.a, &link.b);
@@ -274,7 +277,8 @@ fn etc_dir(ns: &str) -> PathBuf {
 /// Delete namespaces (and `/etc/netns` directories) named by a harness process that no longer exists.
 fn remove_stale_namespaces() -> Result<()> {
     let list = root(["ip", "netns", "list"])?;
-    let mut names: Vec<String> = list.stdout.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
+    let mut names: Vec<String> =
+        list.stdout.lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect();
     if let Ok(entries) = std::fs::read_dir("/etc/netns") {
         names.extend(entries.filter_map(|e| e.ok()?.file_name().into_string().ok()));
     }

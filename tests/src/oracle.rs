@@ -102,7 +102,7 @@ pub fn tshark_bad_tcp_checksums(path: &Path) -> Result<Vec<usize>> {
 }
 
 /// The scapy script's path.
-pub fn scapy_script() -> PathBuf {
+fn scapy_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/pcap_json.py")
 }
 
@@ -184,7 +184,8 @@ pub fn cross_check(path: &Path) -> Result<Vec<Packet>> {
     let ours = read_pcap(path)?;
     let our_views: Vec<View> = ours.iter().filter_map(Packet::view).collect();
     for (name, theirs) in [("tshark", tshark(path)?), ("scapy", scapy(path)?)] {
-        compare(&our_views, &theirs, name).with_context(|| format!("libsrv6sock and {name} disagree on {}", path.display()))?;
+        compare(&our_views, &theirs, name)
+            .with_context(|| format!("libsrv6sock and {name} disagree on {}", path.display()))?;
     }
     Ok(ours)
 }
@@ -274,7 +275,8 @@ mod tests {
 
     #[test]
     fn tshark_lines_parse() {
-        let line = "3\tfc00:1::1\tfc00:f1::1\t40000\t8080\t0x0002\t0\t4\t2\t2\t0x00\t0102\tfc00:5::1,fc00:f2::1,fc00:f1::1";
+        let line =
+            "3\tfc00:1::1\tfc00:f1::1\t40000\t8080\t0x0002\t0\t4\t2\t2\t0x00\t0102\tfc00:5::1,fc00:f2::1,fc00:f1::1";
         let v = tshark_line(line).unwrap();
         assert_eq!(v.frame, 3);
         assert_eq!(v.tcp_flags, 0x02);

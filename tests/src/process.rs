@@ -174,7 +174,10 @@ impl Cmd {
         let (stdout, stderr) = (collect(stdout), collect(stderr));
         match status {
             Some(status) => Ok(Output { command, status, stdout, stderr }),
-            None => bail!("`{command}` timed out after {:?} and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}", self.timeout),
+            None => bail!(
+                "`{command}` timed out after {:?} and was killed\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+                self.timeout
+            ),
         }
     }
 

@@ -137,12 +137,7 @@ impl Topology {
 
     /// The host's interfaces declared by links (not `lo`), in declaration order.
     pub fn devices(&self, host: &str) -> Vec<&str> {
-        self.links
-            .iter()
-            .flat_map(|l| [&l.a, &l.b])
-            .filter(|e| e.host == host)
-            .map(|e| e.dev.as_str())
-            .collect()
+        self.links.iter().flat_map(|l| [&l.a, &l.b]).filter(|e| e.host == host).map(|e| e.dev.as_str()).collect()
     }
 
     /// The address (without prefix length) of `host`'s device `dev`; `dev` may be `lo` for the first

@@ -69,19 +69,18 @@ with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
     print(s.recv(12).decode())
 "#;
 
-struct Env<'a> {
-    net: &'a Net,
+struct Env {
     _server: HttpServer,
     service: Ipv6Addr,
     r1: Ipv6Addr,
     r2: Ipv6Addr,
 }
 
-impl<'a> Env<'a> {
-    fn start(net: &'a Net) -> Result<Env<'a>> {
+impl Env {
+    fn start(net: &Net) -> Result<Env> {
         let server = HttpServer::start(net, "server", PORT)?;
         server.add_random_file(SMALL, 4096)?;
-        Ok(Env { net, _server: server, service: net.addr("server", "lo")?, r1: net.sid("r1")?, r2: net.sid("r2")? })
+        Ok(Env { _server: server, service: net.addr("server", "lo")?, r1: net.sid("r1")?, r2: net.sid("r2")? })
     }
 
     fn srv6run(&self, opts: &[&str], program: &[&str]) -> Vec<String> {
@@ -236,29 +235,12 @@ fn fail_closed_refuses_the_connection_with_the_kernels_errno() {
     });
 }
 
-/// `/etc/netns/NS/hosts`, which `ip netns exec` mounts over `/etc/hosts` in that namespace; removed on drop.
-struct NetnsHosts(PathBuf);
-
-impl NetnsHosts {
-    fn create(net: &Net, host: &str, content: &str) -> Result<NetnsHosts> {
-        let dir = Path::new("/etc/netns").join(net.ns(host)?);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("hosts"), content)?;
-        Ok(NetnsHosts(dir))
-    }
-}
-
-impl Drop for NetnsHosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn name_rule_steers_only_connections_to_that_name() {
     with_net("steering", "name", |net| {
         let env = Env::start(net)?;
-        let _hosts = NetnsHosts::create(net, "client", &format!("{} www.srv6.test\n", env.service))?;
+        // `ip netns exec` mounts the namespace's own hosts file over /etc/hosts.
+        net.etc_file("client", "hosts", &format!("{} www.srv6.test\n", env.service))?;
         let policy = net.path("policy.toml");
         std::fs::write(&policy, format!("[[rule]]\nname = \"www.srv6.test\"\nsegments = [\"{}\", \"{}\"]\n", env.r1, env.r2))?;
         let capture = net.capture("r2", "eth0")?;

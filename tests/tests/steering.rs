@@ -117,7 +117,12 @@ fn assert_complete(packets: &[&Packet], at: &str) -> Result<()> {
 /// What `srv6run --explain --json` says the SRH for the URL will be: (segments, return-path TLV).
 fn explained_srh(s: &Steering<'_>) -> Result<(Vec<Ipv6Addr>, Vec<Ipv6Addr>)> {
     let srv6run = binaries::path("srv6run")?;
-    let out = s.net.cmd("client", [srv6run]).args(["--explain", "--json", "--segs", &s.segs(), "--"]).args(s.curl().0).run()?;
+    let out = s
+        .net
+        .cmd("client", [srv6run])
+        .args(["--explain", "--json", "--segs", &s.segs(), "--"])
+        .args(s.curl().0)
+        .run()?;
     let json: Value = serde_json::from_str(&out.stdout).with_context(|| format!("srv6run --explain --json: {out}"))?;
     let srh = &json["destinations"][0]["srh"];
     let addrs = |v: &Value| -> Result<Vec<Ipv6Addr>> {
@@ -176,8 +181,7 @@ fn every_forward_packet_carries_the_srh_and_return_path_tlv() {
 
         // Ingress of r1, of r2, of the server: segments left 2, 1, 0; destination the active segment.
         let points = [("r1", "eth0", 2u8, s.r1), ("r2", "eth0", 1, s.r2), ("server", "eth0", 0, s.service)];
-        let captures =
-            points.iter().map(|(host, dev, ..)| net.capture(host, dev)).collect::<Result<Vec<_>>>()?;
+        let captures = points.iter().map(|(host, dev, ..)| net.capture(host, dev)).collect::<Result<Vec<_>>>()?;
         s.download_steered(&["--segs", &s.segs()])?;
         for ((host, dev, segments_left, dst), capture) in points.iter().zip(captures) {
             let at = format!("{host}:{dev}");
@@ -201,7 +205,11 @@ fn every_forward_packet_carries_the_srh_and_return_path_tlv() {
                     "{at}: frame {f}: not exactly one return-path TLV: {:?}",
                     srh.tlvs
                 );
-                ensure!(srh.return_path() == Some(&return_path[..]), "{at}: frame {f}: return path {:?}", srh.return_path());
+                ensure!(
+                    srh.return_path() == Some(&return_path[..]),
+                    "{at}: frame {f}: return path {:?}",
+                    srh.return_path()
+                );
             }
             // The client sends with tx checksum offload off: checksums on the wire are real, computed over
             // the final destination, and End routers do not change them.
@@ -254,10 +262,13 @@ fn srv6run_uploads_through_the_path() {
         let log = sink.log()?;
         ensure!(log.starts_with(&format!("{} ", s.client_steered)), "the sink saw another peer: {log}");
 
-        let fin = |p: &[Packet]| p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT));
+        let fin = |p: &[Packet]| {
+            p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT))
+        };
         on_r2.wait_for("the upload's FIN", SETTLE_TIMEOUT, fin)?;
         let packets = srv6pipes_tests::decode::read_pcap(&on_r2.stop()?)?;
-        let upload: Vec<&Packet> = packets.iter().filter(|p| p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
+        let upload: Vec<&Packet> =
+            packets.iter().filter(|p| p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
         assert_complete(&upload, "r2, upload")?;
         let sent: usize = upload.iter().filter_map(|p| p.tcp).map(|t| t.payload_len).sum();
         ensure!(sent as u64 > FILE_SIZE, "r2 saw {sent} bytes of TCP payload, less than the file");

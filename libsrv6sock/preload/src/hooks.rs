@@ -92,7 +92,7 @@ fn lookup(shim: &Shim, proto: Proto, dst: Ipv6Addr, port: u16) -> Option<(usize,
     let named = if shim.name_rules == 0 { 0 } else { names::rules_for(dst) & shim.name_rules };
     shim.policy.rules.iter().enumerate().find(|(i, r)| {
         // A name rule sees "its" name only if this address was resolved from it.
-        let name = (*i < 64 && named & (1 << i) != 0).then(|| r.name.as_deref()).flatten();
+        let name = if *i < 64 && named & (1 << i) != 0 { r.name.as_deref() } else { None };
         r.matches(proto, dst, port, name)
     })
 }
