@@ -196,19 +196,26 @@ fn curl(url: &str, out: &Path) -> Vec<String> {
         .collect()
 }
 
+/// curl under srv6run with `--fail MODE` while the kernel refuses the SRH: curl's result, whether the
+/// file arrived, and the decision log.
+fn curl_starved(net: &Net, mode: &str) -> Result<(srv6pipes_tests::Output, bool, Vec<Value>)> {
+    let env = Env::start(net)?;
+    starve_option_memory(net)?;
+    let log = net.path("decisions.jsonl");
+    let download = net.path("download");
+    let url = format!("http://[{}]:{PORT}/{SMALL}", env.service);
+    let argv = env.srv6run(&["--segs", &long_segs(&env), "--fail", mode, "--log", log.to_str().context("path")?], &[]);
+    let argv: Vec<String> = argv.into_iter().chain(curl(&url, &download)).collect();
+    let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
+    let arrived = download.metadata().is_ok_and(|m| m.len() == 4096);
+    Ok((out, arrived, log_events(&log)?))
+}
+
 #[test]
 fn fail_open_goes_on_without_srh_and_logs_the_error() {
     with_net("steering", "failopen", |net| {
-        let env = Env::start(net)?;
-        starve_option_memory(net)?;
-        let log = net.path("open.jsonl");
-        let download = net.path("download");
-        let url = format!("http://[{}]:{PORT}/{SMALL}", env.service);
-        let argv = env.srv6run(&["--segs", &long_segs(&env), "--fail", "open", "--log", log.to_str().context("path")?], &[]);
-        let argv: Vec<String> = argv.into_iter().chain(curl(&url, &download)).collect();
-        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
-        ensure!(std::fs::metadata(&download)?.len() == 4096, "the download works unsteered: {out}");
-        let events = log_events(&log)?;
+        let (out, arrived, events) = curl_starved(net, "open")?;
+        ensure!(out.status.success() && arrived, "the download works unsteered: {out}");
         let failed: Vec<_> = events.iter().filter(|e| e["action"] == "failed-open").collect();
         ensure!(failed.len() == 1 && failed[0]["errno"] == libc::ENOBUFS, "one failed-open with ENOBUFS: {events:?}");
         Ok(())
@@ -218,18 +225,9 @@ fn fail_open_goes_on_without_srh_and_logs_the_error() {
 #[test]
 fn fail_closed_refuses_the_connection_with_the_kernels_errno() {
     with_net("steering", "failclsd", |net| {
-        let env = Env::start(net)?;
-        starve_option_memory(net)?;
-        let log = net.path("closed.jsonl");
-        let download = net.path("download");
-        let url = format!("http://[{}]:{PORT}/{SMALL}", env.service);
-        let argv = env.srv6run(&["--segs", &long_segs(&env), "--fail", "closed", "--log", log.to_str().context("path")?], &[]);
-        let argv: Vec<String> = argv.into_iter().chain(curl(&url, &download)).collect();
-        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
+        let (out, arrived, events) = curl_starved(net, "closed")?;
         // curl's exit code 7: failed to connect.
-        ensure!(out.status.code() == Some(7), "curl must fail to connect: {out}");
-        ensure!(!download.exists() || std::fs::metadata(&download)?.len() == 0, "nothing downloaded");
-        let events = log_events(&log)?;
+        ensure!(out.status.code() == Some(7) && !arrived, "curl must fail to connect: {out}");
         ensure!(events.iter().any(|e| e["action"] == "refused" && e["errno"] == libc::ENOBUFS), "refusal logged: {events:?}");
         Ok(())
     });
