@@ -162,7 +162,7 @@ impl ProxyArgs {
             None => SidLayout::default(),
         };
         for p in &prefixes {
-            if p.len() > layout.locator_bits() {
+            if p.prefix_len() > layout.locator_bits() {
                 tracing::warn!("prefix {p} is longer than the /{} locator of the SID layout", layout.locator_bits());
             }
         }

@@ -225,6 +225,7 @@ enum Pump<'a> {
     Func(&'a mut [u8], &'a mut [u8]),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
@@ -258,7 +259,7 @@ pub async fn relay(
     let bufs_needed = |t: bool| if t { 2 } else if cfg.splice { 0 } else { 1 };
     let mut mem = vec![0u8; (bufs_needed(t_up) + bufs_needed(t_down)) * cfg.buffer_size];
     let (up_mem, down_mem) = mem.split_at_mut(bufs_needed(t_up) * cfg.buffer_size);
-    fn mk(t: bool, m: &mut [u8], cfg: &FlowConfig) -> Pump<'_> {
+    fn mk<'a>(t: bool, m: &'a mut [u8], cfg: &FlowConfig) -> Pump<'a> {
         if t {
             let (i, o) = m.split_at_mut(cfg.buffer_size);
             Pump::Func(i, o)
