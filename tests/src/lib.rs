@@ -10,6 +10,7 @@
 //! * [`decode`]: our decoder (pcap + etherparse + libsrv6sock) and the decoder-neutral [`decode::View`].
 //! * [`oracle`]: tshark and scapy decoding the same file; [`oracle::cross_check`] requires agreement.
 //! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.
+//! * [`proxy`]: a `srv6pipes-proxy` process in a host and its control socket.
 //! * [`binaries`]: the workspace's programs (`srv6run`, `srv6pipes-proxy`, `libsrv6sock.so`).
 //!
 //! The tests need root (namespaces, veths, captures) and the workspace's binaries built first:
@@ -22,6 +23,7 @@ pub mod http;
 pub mod netns;
 pub mod oracle;
 pub mod process;
+pub mod proxy;
 pub mod topology;
 
 pub use capture::Capture;

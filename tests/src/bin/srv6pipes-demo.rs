@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{ensure, Context, Result};
 use srv6pipes_tests::decode::{flags, read_pcap, Packet};
 use srv6pipes_tests::http::{sha256_file, HttpServer};
+use libsrv6sock::sid::SidLayout;
+use srv6pipes_tests::proxy::Proxy;
 use srv6pipes_tests::{binaries, Capture, Net};
 
 const PORT: u16 = 8080;
@@ -16,8 +18,13 @@ const FILE_SIZE: u64 = 1 << 20;
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// Function number of the proxy's built-in `xor` (srv6pipes-proxy(8)).
+const XOR: u64 = 2;
+/// Its argument: key 0x5a, one pass. Two xors with the same key give the bytes back.
+const XOR_KEY: u64 = 0x5a;
+
 fn main() {
-    if let Err(e) = run() {
+    if let Err(e) = steering().and_then(|()| chain()) {
         eprintln!("demo failed: {e:#}");
         std::process::exit(1);
     }
@@ -55,7 +62,7 @@ fn stop(capture: Capture, done: impl Fn(&[Packet]) -> bool) -> Result<Vec<Packet
     read_pcap(&capture.stop()?)
 }
 
-fn run() -> Result<()> {
+fn steering() -> Result<()> {
     println!("== SRv6 steering of an unmodified curl (topology tests/topologies/steering.toml)");
     println!("   client -- r1 (End) -- r2 (End) -- server, plus a direct client -- server link");
     let net = Net::build("steering", "demo")?;
@@ -91,6 +98,56 @@ fn run() -> Result<()> {
             println!("  plain curl takes the direct link: r2 saw none of its packets");
         }
     }
-    println!("\ndone: namespaces and processes are removed now");
+    Ok(())
+}
+
+/// The first client → server payload bytes in a capture, as tshark shows them (hex).
+fn first_payload(pcap: &std::path::Path) -> Result<String> {
+    let out = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(pcap)
+        .args(["-Y", &format!("tcp.len > 0 && tcp.dstport == {PORT}"), "-T", "fields", "-e", "tcp.payload"])
+        .output()
+        .context("running tshark")?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().chars().take(32).collect())
+}
+
+fn chain() -> Result<()> {
+    println!("\n== A chain of bytestream functions (topology tests/topologies/proxy-chain.toml)");
+    println!("   client -- p1 (srv6pipes-proxy: xor) -- p2 (srv6pipes-proxy: xor) -- server (nginx)");
+    let net = Net::build("proxy-chain", "demochn")?;
+    let mut server = HttpServer::start(&net, "server", PORT)?;
+    let want = server.add_random_file(FILE, FILE_SIZE)?;
+    let p1 = Proxy::start(&net, "p1", "fc00:f1::/80", 5001, &[])?;
+    let _p2 = Proxy::start(&net, "p2", "fc00:f2::/80", 5002, &[])?;
+    let layout = SidLayout::default();
+    let p1_xor = layout.build("fc00:f1::/80".parse()?, XOR, XOR_KEY)?;
+    let p2_xor = layout.build("fc00:f2::/80".parse()?, XOR, XOR_KEY)?;
+    let service = net.addr("server", "eth0")?;
+    let url = format!("http://[{service}]:{PORT}/{FILE}");
+    let hops = [("client -> p1", "p1", "eth0"), ("p1 -> p2", "p1", "eth1"), ("p2 -> server", "p2", "eth1")];
+    let captures = hops.iter().map(|(_, h, d)| net.capture(h, d)).collect::<Result<Vec<_>>>()?;
+
+    let out = net.path("download");
+    let argv = [srv6run()?, "--segs".into(), format!("{p1_xor},{p2_xor}"), "--".into()]
+        .into_iter()
+        .chain(["curl", "-sS", "-g", "--noproxy", "*", "-o", out.to_str().context("path")?, &url].map(String::from));
+    let argv: Vec<String> = argv.collect();
+    println!("\n$ {}", argv.join(" ").replace(&srv6run()?, "srv6run"));
+    net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+    let got = sha256_file(&out)?;
+    ensure!(got == want, "downloaded file differs: sha256 {got}, served {want}");
+    println!("  downloaded {FILE_SIZE} bytes through xor(0x5a) twice, sha256 matches the server's file");
+    for ((what, _, _), capture) in hops.iter().zip(captures) {
+        let fin = |p: &[Packet]| p.iter().any(|p| p.has_flags(flags::FIN));
+        let _ = capture.wait_for("the flow's FIN", SETTLE, fin);
+        let pcap = capture.stop()?;
+        describe(what, &read_pcap(&pcap)?);
+        println!("    first request bytes: {} (\"GET \" is 47455420, xor 0x5a: 1d1f0e7a)", first_payload(&pcap)?);
+    }
+    println!("  server's access log (it sees the client's address):\n    {}", server.access_log()?.trim());
+    let stats = p1.stats(&net)?;
+    println!("  p1 control socket, stats: {stats}");
+    println!("\ndone: namespaces, proxies and their datapath rules are removed now");
     Ok(())
 }

@@ -1,0 +1,72 @@
+//! A running `srv6pipes-proxy` in a host of a topology, and its control socket.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{binaries, Net, Proc};
+
+/// Bound on the proxy coming up and on one control request.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A srv6pipes-proxy process (stopped, and its datapath removed, when dropped).
+pub struct Proxy {
+    host: String,
+    control: PathBuf,
+    proc: Proc,
+}
+
+impl Proxy {
+    /// Start the proxy in `host` for the function prefix `prefix`, its listener on `port`, ingress on eth0
+    /// and eth1, two workers, plus `extra` options; returns once its control socket exists (the listeners
+    /// and the datapath are up by then).
+    pub fn start(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
+        let control = net.path(&format!("{host}.sock"));
+        let mut proc = net
+            .cmd(host, [binaries::path("srv6pipes-proxy")?])
+            .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", "eth0,eth1", "--workers", "2"])
+            .arg("--control")
+            .arg(&control)
+            .args(extra)
+            .env("RUST_LOG", "debug")
+            .spawn()?;
+        let deadline = Instant::now() + TIMEOUT;
+        while !control.exists() {
+            proc.ensure_running()?;
+            if Instant::now() > deadline {
+                bail!("{host}: srv6pipes-proxy did not come up\n{}", proc.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Proxy { host: host.to_string(), control, proc })
+    }
+
+    /// `srv6pipes-proxy ctl --json ARGS` against this proxy.
+    pub fn ctl(&self, net: &Net, args: &[&str]) -> Result<Value> {
+        let out = net
+            .cmd(&self.host, [binaries::path("srv6pipes-proxy")?])
+            .args(["ctl", "--json", "-s"])
+            .arg(&self.control)
+            .args(args)
+            .timeout(TIMEOUT)
+            .output()?;
+        serde_json::from_str(out.stdout.trim()).with_context(|| format!("ctl {args:?}: {out}"))
+    }
+
+    /// The `stats` object of the control socket.
+    pub fn stats(&self, net: &Net) -> Result<Value> {
+        Ok(self.ctl(net, &["stats"])?["stats"].clone())
+    }
+
+    /// The control socket's path.
+    pub fn control(&self) -> &PathBuf {
+        &self.control
+    }
+
+    /// The process (its logs, whether it still runs).
+    pub fn proc(&mut self) -> &mut Proc {
+        &mut self.proc
+    }
+}
