@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn xor_argument_layout_and_passes() {
         assert_eq!(Xor::from_argument(0x5a), Xor { key: 0x5a, passes: 1 });
-        assert_eq!(Xor::from_argument(0x0403_5a), Xor { key: 0x5a, passes: 3 });
+        assert_eq!(Xor::from_argument(0x0004_035a), Xor { key: 0x5a, passes: 3 });
         let x = Xor { key: 0x5a, passes: 2 };
         let mut out = [0u8; 4];
         x.apply(b"GET ", &mut out);

@@ -52,6 +52,9 @@ pub enum Step {
     Sysctl { key: String, value: String },
     /// Run a program, optionally feeding it `stdin`.
     Run { argv: Vec<String>, stdin: Option<String> },
+    /// Teardown of the ip6tables backend on an nf_tables-based ip6tables: delete the `ip6 mangle` table
+    /// that creating our chain made appear, if it holds no rule any more.
+    DropEmptyMangle,
 }
 
 fn run(argv: &[&str]) -> Step {
@@ -64,6 +67,7 @@ impl fmt::Display for Step {
             Step::Sysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
             Step::Run { argv, stdin: None } => write!(f, "{}", argv.join(" ")),
             Step::Run { argv, stdin: Some(s) } => write!(f, "{} <<'EOF'\n{}EOF", argv.join(" "), s),
+            Step::DropEmptyMangle => write!(f, "nft delete table ip6 mangle  # created by ip6tables-nft, now empty"),
         }
     }
 }
@@ -247,6 +251,14 @@ fn write_sysctl(key: &str, value: &str) -> Result<(), DatapathError> {
 /// Run one step; the error carries the program's stderr.
 pub fn apply(step: &Step) -> Result<(), DatapathError> {
     match step {
+        Step::DropEmptyMangle => {
+            let rules = Command::new("ip6tables").args(["-w", "-t", "mangle", "-S"]).output();
+            let empty = rules.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().all(|l| l.starts_with("-P ")));
+            if empty {
+                apply(&run(&["nft", "delete", "table", "ip6", "mangle"]))?;
+            }
+            Ok(())
+        }
         Step::Sysctl { key, value } => write_sysctl(key, value),
         Step::Run { argv, stdin } => {
             let fail = |reason: String| DatapathError::Step { step: step.to_string(), reason };
@@ -358,6 +370,12 @@ pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         }
         Backend::Iptables => {
             let c = cfg.chain();
+            // ip6tables-nft creates the nftables table `ip6 mangle` on first use: remove it again at exit
+            // if it did not exist before and nothing else uses it then.
+            let nft_based = Command::new("ip6tables").arg("-V").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
+            if nft_based && works(&["nft", "list", "table", "ip6", "mangle"]).is_err() {
+                dp.undo.push(Step::DropEmptyMangle);
+            }
             if works(&["ip6tables", "-w", "-t", "mangle", "-S", &c]).is_ok() {
                 tracing::warn!("ip6tables chain {c} exists (stale?): replacing it");
                 while works(&["ip6tables", "-w", "-t", "mangle", "-D", "PREROUTING", "-j", &c]).is_ok() {}

@@ -15,8 +15,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::module::{self, Function, Instance, ModuleError, Registry};
-use crate::relay;
-use crate::stats::{FlowState, FlowTable, NewFlow};
+use crate::{relay, timewait};
+use crate::stats::{FlowState, FlowTable, LogLimit, NewFlow};
 
 /// `IPV6_TRANSPARENT` (linux/in6.h).
 pub const IPV6_TRANSPARENT: libc::c_int = 75;
@@ -139,6 +139,17 @@ fn v6(a: SocketAddr) -> io::Result<SocketAddrV6> {
     }
 }
 
+/// TCP keepalive on both legs, so that flows whose peer vanished are eventually reaped.
+fn keepalive(s: SockRef<'_>) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(120))
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4);
+    if let Err(e) = s.set_tcp_keepalive(&ka) {
+        tracing::debug!("keepalive: {e}");
+    }
+}
+
 /// Close `s` with a reset.
 pub fn reset(s: &TcpStream) {
     let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
@@ -158,6 +169,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
         }
     };
     let id = shared.flows.next_id();
+    keepalive(SockRef::from(&stream));
     match prepare(&stream, client, server, worker, id, shared) {
         Ok((route, func, inst)) => {
             let entry = shared.flows.insert(
@@ -190,7 +202,10 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                 Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
             };
             ctr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(%client, %server, "flow refused: {r}");
+            static LIMIT: LogLimit = LogLimit::new(20);
+            if let Some(suppressed) = LIMIT.allow() {
+                tracing::warn!(%client, %server, suppressed, "flow refused: {r}");
+            }
             reset(&stream);
         }
     }
@@ -231,6 +246,7 @@ pub async fn connect_out(
         set_transparent(s.as_fd())?;
         s.set_reuse_address(true)?;
         s.set_nodelay(true)?;
+        keepalive(SockRef::from(&s));
         match s.bind(&SocketAddr::from(SocketAddrV6::new(*client.ip(), port, 0, 0)).into()) {
             Err(e) if port != 0 && e.raw_os_error() == Some(libc::EADDRINUSE) => {
                 port = 0;
@@ -268,7 +284,10 @@ async fn run(
         Ok(s) => s,
         Err(e) => {
             shared.flows.counters.connect_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(flow = entry.id, %client, %server, "next hop unreachable, resetting the client: {e}");
+            static LIMIT: LogLimit = LogLimit::new(20);
+            if let Some(suppressed) = LIMIT.allow() {
+                tracing::warn!(flow = entry.id, %client, %server, suppressed, "next hop unreachable, resetting the client: {e}");
+            }
             reset(&inbound);
             return true;
         }
@@ -277,8 +296,21 @@ async fn run(
     let result = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg).await;
     entry.set_state(FlowState::Closing);
     match result {
-        Ok(()) => {
+        Ok(first) => {
             tracing::debug!(flow = entry.id, up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed), down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed), "flow closed");
+            // The leg we closed first is in TIME_WAIT now (or soon, once the FINs cross): remove it so
+            // the client can reuse its port at once (see `timewait`).
+            let out_local = outbound.local_addr().ok().and_then(|a| v6(a).ok());
+            drop(inbound);
+            drop(outbound);
+            match first {
+                relay::FirstFin::ToClient => timewait::destroy(server, client),
+                relay::FirstFin::ToServer => {
+                    if let Some(local) = out_local {
+                        timewait::destroy(local, server);
+                    }
+                }
+            }
             false
         }
         Err(e) => {

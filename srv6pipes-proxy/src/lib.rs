@@ -16,3 +16,4 @@ pub mod module;
 pub mod proxy;
 pub mod relay;
 pub mod stats;
+pub mod timewait;

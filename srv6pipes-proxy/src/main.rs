@@ -210,3 +210,30 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// man/srv6pipes-proxy.8 documents every long option of every (sub)command.
+    #[test]
+    fn man_page_documents_every_option() {
+        let page = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../man/srv6pipes-proxy.8")).unwrap();
+        let mut cmds = vec![Cli::command()];
+        let mut checked = 0;
+        while let Some(cmd) = cmds.pop() {
+            for arg in cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if long == "help" || long == "version" {
+                    continue;
+                }
+                let escaped = format!("Fl \\-{}", long.replace('-', "\\-"));
+                assert!(page.contains(&escaped), "man/srv6pipes-proxy.8 does not document --{long} ({escaped})");
+                checked += 1;
+            }
+            cmds.extend(cmd.get_subcommands().cloned());
+        }
+        assert!(checked > 20);
+    }
+}

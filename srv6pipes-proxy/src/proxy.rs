@@ -30,8 +30,24 @@ fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> a
     })
 }
 
+/// Raise the soft limit on open files to the hard limit: each flow holds two sockets and up to two pipes.
+fn raise_nofile() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit read and write a live rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!("open files limit raised from {old} to {}", lim.rlim_max);
+            }
+        }
+    }
+}
+
 /// Run the proxy until SIGINT or SIGTERM; the datapath is removed on every exit path.
 pub fn run(cfg: ProxyConfig) -> anyhow::Result<()> {
+    raise_nofile();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_main(cfg))
 }
@@ -56,22 +72,22 @@ async fn run_main(cfg: ProxyConfig) -> anyhow::Result<()> {
                 .with_context(|| format!("listener on [::]:{}", cfg.datapath.port))?,
         );
     }
-    let ctl = control::bind(&cfg.control)?;
-    let control_path = cfg.control.clone();
-    struct RemoveOnDrop(std::path::PathBuf);
-    impl Drop for RemoveOnDrop {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _ctl_file = RemoveOnDrop(control_path);
-
     let _datapath = if cfg.setup {
         Some(datapath::install(&cfg.datapath).context("installing the datapath (use --no-setup to manage it yourself)")?)
     } else {
         tracing::info!("--no-setup: datapath left to the operator");
         None
     };
+
+    // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).
+    let ctl = control::bind(&cfg.control)?;
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _ctl_file = RemoveOnDrop(cfg.control.clone());
 
     let (died_tx, mut died_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
     for (idx, l) in listeners.into_iter().enumerate() {

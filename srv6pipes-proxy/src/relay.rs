@@ -32,7 +32,7 @@ pub enum RelayError {
     Io { side: &'static str, err: io::Error },
     #[error("{0}")]
     Module(#[from] ModuleError),
-    #[error("function {0} stalled: input buffer full and nothing consumed")]
+    #[error("function {0} stalled: no progress (input buffer full, or MORE without output)")]
     Stalled(String),
 }
 
@@ -40,7 +40,10 @@ fn io_err(side: &'static str) -> impl FnOnce(io::Error) -> RelayError {
     move |err| RelayError::Io { side, err }
 }
 
-/// A pipe for splice, with its capacity.
+/// Buffer of an untransformed direction before it switches to splice.
+const SMALL_COPY: usize = 16 * 1024;
+
+/// A pipe for splice.
 struct Pipe {
     r: OwnedFd,
     w: OwnedFd,
@@ -91,10 +94,22 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     }
 }
 
+/// Read what is there. A read shorter than `buf` drained the receive queue, so the socket's readiness is
+/// cleared at once: the next wait goes straight to epoll instead of costing a read that fails with EAGAIN
+/// (one syscall per message saved, which is what small requests are made of).
+///
+/// This is sound because the readiness is cleared synchronously, with no reactor turn since the read (the
+/// worker is a current-thread runtime): anything arriving after the read produces a new edge-triggered
+/// event. A pending FIN or error is never lost: tokio never clears the read-closed/error readiness.
 async fn read(src: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         match src.try_read(buf) {
-            Ok(n) => return Ok(n),
+            Ok(n) => {
+                if n > 0 && n < buf.len() {
+                    let _ = src.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                }
+                return Ok(n);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -117,7 +132,20 @@ async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 /// Names of the two sides for errors: reading side, writing side.
 type Sides = (&'static str, &'static str);
 
-async fn pump_copy(src: &TcpStream, dst: &TcpStream, buf: &mut [u8], ctr_in: &AtomicU64, ctr_out: &AtomicU64, sides: Sides) -> Result<(), RelayError> {
+/// Copy through `buf`. With `splice_when_bulk`, a read that fills the whole buffer (a bulk transfer)
+/// switches the direction to splice(2) for the rest of the flow: small messages stay on read/write, which
+/// costs fewer syscalls than two splices, and bulk data stops being copied to user space.
+#[allow(clippy::too_many_arguments)]
+async fn pump_copy(
+    src: &TcpStream,
+    dst: &TcpStream,
+    buf: &mut [u8],
+    splice_when_bulk: bool,
+    cfg: &FlowConfig,
+    ctr_in: &AtomicU64,
+    ctr_out: &AtomicU64,
+    sides: Sides,
+) -> Result<(), RelayError> {
     loop {
         let n = read(src, buf).await.map_err(io_err(sides.0))?;
         if n == 0 {
@@ -126,6 +154,9 @@ async fn pump_copy(src: &TcpStream, dst: &TcpStream, buf: &mut [u8], ctr_in: &At
         ctr_in.fetch_add(n as u64, Relaxed);
         write_all(dst, &buf[..n]).await.map_err(io_err(sides.1))?;
         ctr_out.fetch_add(n as u64, Relaxed);
+        if splice_when_bulk && n == buf.len() {
+            return pump_splice(src, dst, cfg, ctr_in, ctr_out, sides).await;
+        }
     }
 }
 
@@ -200,6 +231,9 @@ async fn pump_func(
                 ctr_out.fetch_add(step.produced as u64, Relaxed);
             }
             if step.more {
+                if step.consumed == 0 && step.produced == 0 {
+                    return Err(RelayError::Stalled(inst.borrow().function().name.clone()));
+                }
                 continue;
             }
             if eof {
@@ -220,7 +254,6 @@ async fn pump_func(
 }
 
 enum Pump<'a> {
-    Splice,
     Copy(&'a mut [u8]),
     Func(&'a mut [u8], &'a mut [u8]),
 }
@@ -239,11 +272,20 @@ async fn pump(
     let sides = if dir == module::UP { ("client", "server") } else { ("server", "client") };
     match (how, inst) {
         (Pump::Func(i, o), Some(inst)) => pump_func(src, dst, inst, dir, i, o, ctr_in, ctr_out, sides).await?,
-        (Pump::Copy(b), _) | (Pump::Func(b, _), None) => pump_copy(src, dst, b, ctr_in, ctr_out, sides).await?,
-        (Pump::Splice, _) => pump_splice(src, dst, cfg, ctr_in, ctr_out, sides).await?,
+        (Pump::Copy(b), _) | (Pump::Func(b, _), None) => pump_copy(src, dst, b, cfg.splice, cfg, ctr_in, ctr_out, sides).await?,
     }
     // Half-close: our peer finished sending, so finish sending to the other side.
     SockRef::from(dst).shutdown(Shutdown::Write).map_err(io_err(sides.1))
+}
+
+/// Which side of a cleanly closed flow the proxy closed first (so that side of the proxy holds the
+/// TIME_WAIT socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstFin {
+    /// The client finished first: the proxy sent the first FIN to the server (outbound leg).
+    ToServer,
+    /// The server finished first: the proxy sent the first FIN to the client (inbound leg).
+    ToClient,
 }
 
 /// Relay until both directions are finished (Ok) or one fails (Err: the caller resets both sockets).
@@ -253,18 +295,18 @@ pub async fn relay(
     inst: Option<Instance>,
     entry: &FlowEntry,
     cfg: &FlowConfig,
-) -> Result<(), RelayError> {
+) -> Result<FirstFin, RelayError> {
     let transforms = |dir| inst.as_ref().is_some_and(|i| i.function().transforms(dir));
     let (t_up, t_down) = (transforms(module::UP), transforms(module::DOWN));
-    let bufs_needed = |t: bool| if t { 2 } else if cfg.splice { 0 } else { 1 };
-    let mut mem = vec![0u8; (bufs_needed(t_up) + bufs_needed(t_down)) * cfg.buffer_size];
-    let (up_mem, down_mem) = mem.split_at_mut(bufs_needed(t_up) * cfg.buffer_size);
+    // Untransformed directions that may switch to splice only need a buffer for small messages.
+    let copy_size = if cfg.splice { cfg.buffer_size.min(SMALL_COPY) } else { cfg.buffer_size };
+    let need = |t: bool| if t { 2 * cfg.buffer_size } else { copy_size };
+    let mut mem = vec![0u8; need(t_up) + need(t_down)];
+    let (up_mem, down_mem) = mem.split_at_mut(need(t_up));
     fn mk<'a>(t: bool, m: &'a mut [u8], cfg: &FlowConfig) -> Pump<'a> {
         if t {
             let (i, o) = m.split_at_mut(cfg.buffer_size);
             Pump::Func(i, o)
-        } else if cfg.splice {
-            Pump::Splice
         } else {
             Pump::Copy(m)
         }
@@ -274,19 +316,22 @@ pub async fn relay(
     let down = pump(server, client, mk(t_down, down_mem, cfg), inst.as_ref(), module::DOWN, cfg, &entry.down_in, &entry.down_out);
     let (mut up, mut down) = (pin!(up), pin!(down));
     let (mut up_done, mut down_done) = (false, false);
+    let mut first = None;
     while !(up_done && down_done) {
         tokio::select! {
             r = &mut up, if !up_done => {
                 r?;
                 up_done = true;
+                first.get_or_insert(FirstFin::ToServer);
                 entry.set_state(if down_done { FlowState::Closing } else { FlowState::ClientClosed });
             }
             r = &mut down, if !down_done => {
                 r?;
                 down_done = true;
+                first.get_or_insert(FirstFin::ToClient);
                 entry.set_state(if up_done { FlowState::Closing } else { FlowState::ServerClosed });
             }
         }
     }
-    Ok(())
+    Ok(first.unwrap_or(FirstFin::ToServer))
 }

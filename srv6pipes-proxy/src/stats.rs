@@ -261,3 +261,40 @@ impl FlowTable {
         }
     }
 }
+
+/// A log rate limit: at most `per_second` messages per second; the rest are counted and reported with
+/// the next message let through, so a flood of bad flows cannot flood the log.
+pub struct LogLimit {
+    per_second: u32,
+    second: AtomicU64,
+    used: std::sync::atomic::AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    pub const fn new(per_second: u32) -> LogLimit {
+        LogLimit {
+            per_second,
+            second: AtomicU64::new(0),
+            used: std::sync::atomic::AtomicU32::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(n)` if a message may be logged now, `n` being how many were suppressed since the last one.
+    pub fn allow(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        if self.second.swap(now, Relaxed) != now {
+            self.used.store(0, Relaxed);
+        }
+        if self.used.fetch_add(1, Relaxed) < self.per_second {
+            Some(self.suppressed.swap(0, Relaxed))
+        } else {
+            self.suppressed.fetch_add(1, Relaxed);
+            None
+        }
+    }
+}

@@ -1,12 +1,12 @@
 //! A running `srv6pipes-proxy` in a host of a topology, and its control socket.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{binaries, Net, Proc};
+use crate::{binaries, Net, Output, Proc};
 
 /// Bound on the proxy coming up and on one control request.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -60,13 +60,23 @@ impl Proxy {
         Ok(self.ctl(net, &["stats"])?["stats"].clone())
     }
 
+    /// The host it runs in.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The control socket's path.
-    pub fn control(&self) -> &PathBuf {
+    pub fn control(&self) -> &Path {
         &self.control
     }
 
-    /// The process (its logs, whether it still runs).
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
+    /// What it logged so far.
+    pub fn stderr(&self) -> String {
+        self.proc.stderr()
+    }
+
+    /// Stop it (SIGTERM) and return its output: the proxy removes its datapath on the way out.
+    pub fn stop(self) -> Result<Output> {
+        self.proc.stop()
     }
 }

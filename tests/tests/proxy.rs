@@ -1,0 +1,441 @@
+//! srv6pipes-proxy end to end (issue 3): topology `proxy-chain` (client — p1 — p2 — server), both proxies
+//! real processes that install and remove their own datapath, clients run under `srv6run`.
+//!
+//! SIDs: p1's locator is fc00:f1::/80 and p2's fc00:f2::/80 (layout 80/16/32); function 1 is `copy`,
+//! 2 is `xor` (argument: key in bits 0–7), 16/17 are `hexenc`/`hexdec` of the C example module.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
+use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
+use srv6pipes_tests::proxy::Proxy;
+use srv6pipes_tests::{binaries, with_net, Net};
+
+const HTTP_PORT: u16 = 8080;
+const UPLOAD_PORT: u16 = 8081;
+const TCP_PORT: u16 = 9000;
+const CLIENT: &str = "fc00:1::1";
+const SERVER: &str = "fc00:4::2";
+/// xor with key 0x5a on p1 then on p2: the bytes between them are XORed, the ends see the original.
+const XOR_CHAIN: &str = "fc00:f1::2:0:5a,fc00:f2::2:0:5a";
+const COPY_CHAIN: &str = "fc00:f1::1:0:0,fc00:f2::1:0:0";
+/// hexenc on p1, hexdec on p2 (modules/hex.c).
+const HEX_CHAIN: &str = "fc00:f1::10:0:0,fc00:f2::11:0:0";
+const T: Duration = Duration::from_secs(30);
+/// Bound on a 100 MiB transfer through two proxies in a debug build.
+const BIG_T: Duration = Duration::from_secs(180);
+const MIB: u64 = 1 << 20;
+
+fn proxy_bin() -> Result<PathBuf> {
+    binaries::path("srv6pipes-proxy")
+}
+
+/// The chain: nginx on the server, both proxies up.
+struct Chain<'a> {
+    net: &'a Net,
+    http: HttpServer,
+    p1: Proxy,
+    p2: Proxy,
+}
+
+impl<'a> Chain<'a> {
+    fn start(net: &'a Net) -> Result<Chain<'a>> {
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        let p1 = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?;
+        let p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &[])?;
+        Ok(Chain { net, http, p1, p2 })
+    }
+
+    /// `srv6run --segs SEGS -- ARGV…` in the client.
+    fn srv6run(&self, segs: &str, argv: &[&str]) -> Result<srv6pipes_tests::Cmd> {
+        Ok(self.net.cmd("client", [binaries::path("srv6run")?]).args(["--segs", segs, "--fail", "closed", "--"]).args(argv))
+    }
+
+    fn curl_args(&self, out: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> =
+            ["curl", "-sS", "-g", "--noproxy", "*", "--max-time", "170", "-o"].iter().map(|s| s.to_string()).collect();
+        v.push(out.display().to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v.push(format!("http://[{SERVER}]:{HTTP_PORT}/{name}"));
+        v
+    }
+
+    /// Download `name` through `segs`; the sha256 must be `want`.
+    fn download(&self, segs: &str, name: &str, want: &str) -> Result<()> {
+        let out = self.net.path("download");
+        let args = self.curl_args(&out, name, &[]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.srv6run(segs, &argv)?.timeout(BIG_T).run()?;
+        let got = sha256_file(&out)?;
+        ensure!(got == want, "{name} through {segs}: sha256 {got}, served {want}");
+        std::fs::remove_file(&out)?;
+        Ok(())
+    }
+}
+
+/// Poll `f` until it is true or `timeout` passes.
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !f()? {
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// The client → server TCP payloads captured in a pcap, as hex strings (tshark).
+fn payloads(net: &Net, pcap: &Path, dst_port: u16) -> Result<Vec<String>> {
+    let out = net
+        .cmd("client", ["tshark", "-r"])
+        .arg(pcap)
+        .args(["-Y", &format!("tcp.dstport == {dst_port} && tcp.len > 0"), "-T", "fields", "-e", "tcp.payload"])
+        .timeout(T)
+        .run()?;
+    Ok(out.stdout.lines().map(|l| l.trim().replace(':', "")).filter(|l| !l.is_empty()).collect())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn xor_chain_downloads_and_uploads_with_identical_sha256() {
+    with_net("proxy-chain", "pxxor", |net| {
+        let mut c = Chain::start(net)?;
+        let small = c.http.add_random_file("1m.bin", MIB)?;
+        let big = c.http.add_random_file("100m.bin", 100 * MIB)?;
+
+        // 1 MiB down, with the p1 — p2 link captured: the bytes there must be the XORed ones.
+        // No port filter: BPF cannot see past the SRH that the p1 → p2 packets carry.
+        let cap = net.capture("p1", "eth1")?;
+        c.download(XOR_CHAIN, "1m.bin", &small)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let pcap = cap.stop()?;
+        let sent = payloads(net, &pcap, HTTP_PORT)?;
+        let plain = hex(b"GET /1m.bin");
+        let xored = hex(&b"GET /1m.bin".iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>());
+        ensure!(sent.iter().any(|p| p.starts_with(&xored)), "no XORed request between p1 and p2: {sent:?}");
+        ensure!(!sent.iter().any(|p| p.contains(&plain)), "the plain request crossed the p1 — p2 link");
+
+        // 100 MiB down.
+        c.download(XOR_CHAIN, "100m.bin", &big)?;
+
+        // The server saw the client's address, not a proxy's.
+        let log = c.http.access_log()?;
+        let lines: Vec<&str> = log.lines().collect();
+        ensure!(lines.len() >= 2, "nginx logged {} requests:\n{log}", lines.len());
+        ensure!(
+            lines.iter().all(|l| l.starts_with(&format!("{CLIENT} ")) && l.contains(" 200 ")),
+            "nginx saw other peers or errors:\n{log}"
+        );
+
+        // Uploads of 1 MiB and 100 MiB.
+        let mut sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
+        for size in [MIB, 100 * MIB] {
+            let file = net.path("upload.bin");
+            let sha = random_file(&file, size)?;
+            let url = format!("http://[{SERVER}]:{UPLOAD_PORT}/up");
+            let file_s = file.display().to_string();
+            let out = c
+                .srv6run(XOR_CHAIN, &["curl", "-sS", "-g", "--noproxy", "*", "--max-time", "170", "-T", &file_s, &url])?
+                .timeout(BIG_T)
+                .run()?;
+            ensure!(out.stdout.trim() == format!("{sha} {size}"), "upload of {size} bytes: the sink got {out}");
+            std::fs::remove_file(&file)?;
+        }
+        let log = sink.log()?;
+        ensure!(log.lines().count() == 2 && log.lines().all(|l| l.starts_with(&format!("{CLIENT} "))), "sink log:\n{log}");
+
+        // The proxies counted it all.
+        let s1 = c.p1.stats(net)?;
+        ensure!(s1["accepted"].as_u64() >= Some(4), "p1 stats: {s1}");
+        ensure!(s1["bytes_down"].as_u64() > Some(101 * MIB) && s1["bytes_up"].as_u64() > Some(101 * MIB), "p1 stats: {s1}");
+        ensure!(s1["refused"].as_u64() == Some(0) && s1["flows_reset"].as_u64() == Some(0), "p1 stats: {s1}");
+        let s2 = c.p2.stats(net)?;
+        ensure!(s2["accepted"].as_u64() >= Some(4), "p2 stats: {s2}");
+        Ok(())
+    });
+}
+
+#[test]
+fn half_close_and_resets_cross_the_chain() {
+    with_net("proxy-chain", "pxtcp", |net| {
+        let c = Chain::start(net)?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tcp_semantics.py");
+        let script_s = script.display().to_string();
+        let mut server = net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
+        wait_until("the TCP server", T, || Ok(server.stdout().contains("listening")))?;
+        let port = TCP_PORT.to_string();
+        for segs in [XOR_CHAIN, COPY_CHAIN] {
+            // Half-close: the client's FIN reaches the server, which still answers.
+            let out = c.srv6run(segs, &["/usr/bin/python3", &script_s, "halfclose", SERVER, &port, "300000"])?.timeout(T).run()?;
+            let reply = out.stdout.lines().find_map(|l| l.strip_prefix("reply ")).context("no reply")?.to_string();
+            let expect = out.stdout.lines().find_map(|l| l.strip_prefix("expect ")).context("no expect")?.to_string();
+            ensure!(reply == expect, "half-close through {segs}: server answered {reply:?}, expected {expect:?}");
+
+            // The server resets: the client sees a reset.
+            let out = c.srv6run(segs, &["/usr/bin/python3", &script_s, "reset", SERVER, &port])?.timeout(T).run()?;
+            ensure!(out.stdout.contains("client-saw-reset"), "server reset through {segs}: {out}");
+
+            // The client resets: the server sees a reset.
+            let before = server.stdout().matches("peer-reset").count();
+            let out = c.srv6run(segs, &["/usr/bin/python3", &script_s, "abort", SERVER, &port])?.timeout(T).run()?;
+            ensure!(out.stdout.contains("client-reset-sent"), "{out}");
+            wait_until("the server to see the client's reset", T, || {
+                server.ensure_running()?;
+                Ok(server.stdout().matches("peer-reset").count() > before)
+            })?;
+        }
+        ensure!(!server.stdout().contains("peer-eof"), "a reset arrived as a FIN:\n{}", server.stdout());
+        ensure!(server.stdout().lines().filter(|l| l.starts_with("peer ")).all(|l| l.starts_with(&format!("peer {CLIENT} "))), "{}", server.stdout());
+        let s1 = c.p1.stats(net)?;
+        ensure!(s1["flows_reset"].as_u64() >= Some(4), "p1 counted the resets: {s1}");
+        Ok(())
+    });
+}
+
+#[test]
+fn next_hop_down_resets_the_client_and_others_still_work() {
+    with_net("proxy-chain", "pxdown", |net| {
+        let c = Chain::start(net)?;
+        let sha = c.http.add_random_file("1m.bin", MIB)?;
+        let url = |port: u16| format!("http://[{SERVER}]:{port}/1m.bin");
+        // Nothing listens on the server's port 9999: p2's connect is refused, the client gets a reset.
+        let started = Instant::now();
+        let out = c.srv6run(XOR_CHAIN, &["curl", "-sS", "-g", "--max-time", "20", &url(9999)])?.timeout(T).output()?;
+        ensure!(!out.status.success(), "curl to a closed port succeeded: {out}");
+        ensure!(started.elapsed() < Duration::from_secs(10), "the refusal took {:?}", started.elapsed());
+        // A next segment with no route from p1: its connect fails at once.
+        let out = c.srv6run("fc00:f1::1:0:0,fc00:f9::1", &["curl", "-sS", "-g", "--max-time", "20", &url(HTTP_PORT)])?.timeout(T).output()?;
+        ensure!(!out.status.success(), "curl through an unroutable segment succeeded: {out}");
+        let (s1, s2) = (c.p1.stats(net)?, c.p2.stats(net)?);
+        ensure!(s2["connect_failed"].as_u64() >= Some(1), "p2: {s2}");
+        ensure!(s1["connect_failed"].as_u64() >= Some(1), "p1: {s1}");
+        // The proxies keep serving.
+        c.download(XOR_CHAIN, "1m.bin", &sha)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn bad_flows_are_refused_while_good_flows_continue() {
+    with_net("proxy-chain", "pxbad", |net| {
+        let c = Chain::start(net)?;
+        let sha = c.http.add_random_file("100m.bin", 100 * MIB)?;
+        let out = net.path("download");
+        // A long download (rate-limited to ~5 s) runs while bad flows come in.
+        let args = c.curl_args(&out, "100m.bin", &["--limit-rate", "20M"]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut good = c.srv6run(XOR_CHAIN, &argv)?.timeout(BIG_T).spawn()?;
+        wait_until("the good flow", T, || Ok(c.p1.ctl(net, &["flows"])?["flows"].as_array().is_some_and(|f| !f.is_empty())))?;
+
+        let curl = |segs: Option<&str>, url: &str| -> Result<srv6pipes_tests::Output> {
+            let argv = ["curl", "-sS", "-g", "--max-time", "10", url];
+            match segs {
+                Some(s) => c.srv6run(s, &argv)?.timeout(T).output(),
+                None => net.cmd("client", argv).timeout(T).output(),
+            }
+        };
+        let page = format!("http://[{SERVER}]:{HTTP_PORT}/100m.bin");
+        // Function 7: no module provides it.
+        let o = curl(Some("fc00:f1::7:0:0,fc00:f2::2:0:5a"), &page)?;
+        ensure!(!o.status.success(), "unknown function served: {o}");
+        // No SRH: a plain connection to a SID of p1.
+        let o = curl(None, &format!("http://[fc00:f1::2:0:5a]:{HTTP_PORT}/"))?;
+        ensure!(!o.status.success(), "SRH-less flow served: {o}");
+        // Malformed SRH: a return-path TLV with a 3-byte value.
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tcp_semantics.py");
+        let o = net
+            .cmd("client", ["/usr/bin/python3"])
+            .arg(&script)
+            .args(["badsrh", SERVER, &HTTP_PORT.to_string(), "fc00:f1::2:0:5a"])
+            .timeout(T)
+            .run()?;
+        ensure!(o.stdout.trim() == "refused", "malformed SRH: {o}");
+
+        let s1 = c.p1.stats(net)?;
+        for k in ["refused_unknown_function", "refused_no_srh", "refused_malformed"] {
+            ensure!(s1[k].as_u64() >= Some(1), "p1 did not count {k}: {s1}");
+        }
+        let log = c.p1.stderr();
+        ensure!(log.contains("flow refused: malformed SRH"), "p1 did not log the malformed SRH:\n{log}");
+
+        // The good flow was not disturbed.
+        let deadline = Instant::now() + BIG_T;
+        while good.ensure_running().is_ok() {
+            ensure!(Instant::now() < deadline, "the good download did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let done = good.stop()?;
+        ensure!(done.status.success(), "the good download failed: {done}");
+        ensure!(sha256_file(&out)? == sha, "the good download is corrupt");
+        Ok(())
+    });
+}
+
+#[test]
+fn c_module_hot_load_and_unload_during_a_transfer() {
+    with_net("proxy-chain", "pxmod", |net| {
+        let c = Chain::start(net)?;
+        let sha = c.http.add_random_file("100m.bin", 100 * MIB)?;
+        let small = c.http.add_random_file("1m.bin", MIB)?;
+        // Compile the example module against the shipped header.
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../srv6pipes-proxy");
+        let so = net.path("hex.so");
+        srv6pipes_tests::Cmd::new(["cc", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-I"])
+            .arg(crate_dir.join("include"))
+            .arg("-o")
+            .arg(&so)
+            .arg(crate_dir.join("modules/hex.c"))
+            .timeout(T)
+            .run()?;
+        let so_s = so.display().to_string();
+        for p in [&c.p1, &c.p2] {
+            let r = p.ctl(net, &["load", &so_s])?;
+            ensure!(r["ok"] == true && r["module"] == "hex", "load on {}: {r}", p.host());
+        }
+        c.download(HEX_CHAIN, "1m.bin", &small)?;
+
+        // A long transfer through hexenc/hexdec, then unload the module under it.
+        let out = net.path("download");
+        let args = c.curl_args(&out, "100m.bin", &["--limit-rate", "20M"]);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut xfer = c.srv6run(HEX_CHAIN, &argv)?.timeout(BIG_T).spawn()?;
+        let mut flow = Value::Null;
+        wait_until("the hex flow to move bytes", T, || {
+            let flows = c.p1.ctl(net, &["flows"])?;
+            if let Some(f) = flows["flows"].as_array().and_then(|f| f.iter().find(|f| f["function"] == "hexenc")) {
+                flow = f.clone();
+                return Ok(f["bytes_down"].as_u64() > Some(4 * MIB));
+            }
+            Ok(false)
+        })?;
+        // hexenc decodes the replies at p1: twice as many bytes in from p2 as out to the client.
+        let (down_in, down_out) = (flow["bytes_down"].as_u64().unwrap_or(0), flow["bytes_down_out"].as_u64().unwrap_or(0));
+        // (Up to one relay buffer of input may be inside the proxy when the counters are read.)
+        ensure!(down_out > 0 && (down_in as i64 - 2 * down_out as i64).abs() <= 2 * 65536 + 1, "hexenc flow: {flow}");
+        ensure!(flow["client"].as_str().is_some_and(|a| a.starts_with(&format!("[{CLIENT}]:"))), "{flow}");
+
+        for p in [&c.p1, &c.p2] {
+            let r = p.ctl(net, &["unload", "hex"])?;
+            ensure!(r["ok"] == true && r["flows_still_using"].as_u64() >= Some(1), "unload on {}: {r}", p.host());
+        }
+        // New flows naming the module are refused now...
+        let o = c.srv6run(HEX_CHAIN, &["curl", "-sS", "-g", "--max-time", "10", &format!("http://[{SERVER}]:{HTTP_PORT}/1m.bin")])?.timeout(T).output()?;
+        ensure!(!o.status.success(), "a flow reached an unloaded module: {o}");
+        let mods = c.p1.ctl(net, &["modules"])?;
+        ensure!(!mods.to_string().contains("hexenc"), "hex still listed: {mods}");
+        // ...while the running transfer completes intact.
+        let deadline = Instant::now() + BIG_T;
+        while xfer.ensure_running().is_ok() {
+            ensure!(Instant::now() < deadline, "the transfer did not finish");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let done = xfer.stop()?;
+        ensure!(done.status.success(), "the transfer failed: {done}");
+        ensure!(sha256_file(&out)? == sha, "the transfer through the unloaded module is corrupt");
+        ensure!(c.p1.stderr().contains("module released module=hex"), "p1 never released hex:\n{}", c.p1.stderr());
+
+        // Load again: the module works again.
+        for p in [&c.p1, &c.p2] {
+            ensure!(p.ctl(net, &["load", &so_s])?["ok"] == true, "reload on {}", p.host());
+        }
+        c.download(HEX_CHAIN, "1m.bin", &small)?;
+        // Loading it twice is refused (same module name, same function ids).
+        ensure!(c.p1.ctl(net, &["load", &so_s])?["ok"] == false, "double load accepted");
+        Ok(())
+    });
+}
+
+fn snapshot(net: &Net, host: &str) -> Result<String> {
+    let mut s = String::new();
+    for argv in [
+        vec!["nft", "list", "ruleset"],
+        vec!["ip", "-6", "rule", "list"],
+        vec!["ip", "-6", "route", "show", "table", "all"],
+        vec!["ip6tables-save", "-t", "mangle"],
+        vec!["sysctl", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.all.seg6_enabled", "net.ipv6.conf.eth0.seg6_enabled", "net.ipv6.conf.eth1.seg6_enabled"],
+    ] {
+        let out = net.run(host, argv)?;
+        // ip6tables-save prints a timestamp comment.
+        s += &out.stdout.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n");
+        s += "\n";
+    }
+    Ok(s)
+}
+
+#[test]
+fn datapath_is_installed_and_removed_exactly() {
+    with_net("proxy-chain", "pxdp", |net| {
+        let before = snapshot(net, "p1")?;
+        // nftables (the default).
+        let p = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?;
+        let during = snapshot(net, "p1")?;
+        for want in [
+            "table ip6 srv6pipes",
+            "socket transparent 1 meta mark set 0x00000001 accept",
+            "ip6 daddr fc00:f1::/80 tcp flags syn / syn,ack tproxy to :5001 meta mark set 0x00000001 accept",
+            "fwmark 0x1 lookup 100",
+            "local default dev lo table 100",
+            "net.ipv6.conf.all.seg6_enabled = 1",
+            "net.ipv6.conf.eth0.seg6_enabled = 1",
+        ] {
+            ensure!(during.contains(want), "{want:?} missing while the proxy runs:\n{during}");
+        }
+        let control = p.control().to_path_buf();
+        let out = p.stop()?;
+        ensure!(out.status.success(), "SIGTERM exit: {out}");
+        ensure!(!control.exists(), "the control socket was left behind");
+        ensure!(snapshot(net, "p1")? == before, "the proxy left changes behind:\n{}\n---- before ----\n{before}", snapshot(net, "p1")?);
+
+        // ip6tables fallback.
+        let p = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--backend", "iptables"])?;
+        wait_until("the ip6tables chain", T, || Ok(snapshot(net, "p1")?.contains("-A SRV6PIPES -d fc00:f1::/80 -p tcp")))?;
+        let during = snapshot(net, "p1")?;
+        ensure!(during.contains("-A PREROUTING -j SRV6PIPES") && during.contains("TPROXY --on-port 5001"), "{during}");
+        let out = p.stop()?;
+        ensure!(out.status.success(), "SIGTERM exit: {out}");
+        ensure!(snapshot(net, "p1")? == before, "the ip6tables datapath was left behind:\n{}", snapshot(net, "p1")?);
+
+        // --no-setup installs nothing; SIGINT works too.
+        let p = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--no-setup"])?;
+        ensure!(snapshot(net, "p1")? == before, "--no-setup changed the datapath");
+        drop(p);
+
+        // setup --print shows the commands and applies nothing.
+        let out = net.run("p1", [proxy_bin()?.display().to_string().as_str(), "setup", "--print", "--prefix", "fc00:f1::/80", "--port", "5001", "--ingress", "eth0"])?;
+        for want in ["sysctl -w net.ipv6.conf.eth0.seg6_enabled=1", "ip -6 rule add fwmark 1 lookup 100", "ip -6 route add local ::/0 dev lo table 100", "tproxy to :5001"] {
+            ensure!(out.stdout.contains(want), "setup --print lacks {want:?}:\n{out}");
+        }
+        ensure!(snapshot(net, "p1")? == before, "setup --print changed the datapath");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_client_reusing_its_port_is_not_stalled_by_time_wait() {
+    // The server closes first, so each proxy closes its client-facing leg first and would keep a
+    // TIME_WAIT socket for the 4-tuple; the proxy destroys it, so the next connection from the same client
+    // port is accepted at once instead of its SYN being dropped until the TIME_WAIT socket expires.
+    with_net("proxy-chain", "pxtw", |net| {
+        let c = Chain::start(net)?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tcp_semantics.py");
+        let script_s = script.display().to_string();
+        let server = net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
+        wait_until("the TCP server", T, || Ok(server.stdout().contains("listening")))?;
+        let out = c
+            .srv6run(XOR_CHAIN, &["/usr/bin/python3", &script_s, "reuse", SERVER, &TCP_PORT.to_string(), "40123", "10"])?
+            .timeout(T)
+            .run()?;
+        ensure!(out.stdout.contains("reuse-ok 10"), "{out}");
+        for p in [&c.p1, &c.p2] {
+            let tw = net.run(p.host(), ["ss", "-H", "-tan", "state", "time-wait"])?;
+            ensure!(!tw.stdout.contains(":40123"), "{} kept a TIME_WAIT socket for the client's port:\n{}", p.host(), tw.stdout);
+        }
+        Ok(())
+    });
+}
