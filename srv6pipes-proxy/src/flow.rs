@@ -16,7 +16,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::{relay, timewait};
-use crate::stats::{FlowState, FlowTable, LogLimit, NewFlow};
+use crate::stats::{FlowState, FlowTable, LogLimit, FlowMeta};
 
 /// `IPV6_TRANSPARENT` (linux/in6.h).
 pub const IPV6_TRANSPARENT: libc::c_int = 75;
@@ -174,7 +174,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
         Ok((route, func, inst)) => {
             let entry = shared.flows.insert(
                 id,
-                NewFlow {
+                FlowMeta {
                     worker,
                     client,
                     server,

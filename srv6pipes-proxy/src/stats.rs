@@ -40,14 +40,7 @@ impl FlowState {
 #[derive(Debug)]
 pub struct FlowEntry {
     pub id: u64,
-    pub worker: usize,
-    pub client: SocketAddrV6,
-    pub server: SocketAddrV6,
-    pub sid: Ipv6Addr,
-    pub function: Arc<str>,
-    pub module: Arc<str>,
-    pub function_id: u64,
-    pub argument: u64,
+    pub meta: FlowMeta,
     pub started: Instant,
     /// Bytes read from the client.
     pub up_in: AtomicU64,
@@ -88,16 +81,17 @@ pub struct FlowView {
 
 impl From<&FlowEntry> for FlowView {
     fn from(f: &FlowEntry) -> Self {
+        let m = &f.meta;
         FlowView {
             id: f.id,
-            worker: f.worker,
-            client: f.client.to_string(),
-            server: f.server.to_string(),
-            sid: f.sid.to_string(),
-            module: f.module.to_string(),
-            function: f.function.to_string(),
-            function_id: f.function_id,
-            argument: f.argument,
+            worker: m.worker,
+            client: m.client.to_string(),
+            server: m.server.to_string(),
+            sid: m.sid.to_string(),
+            module: m.module.to_string(),
+            function: m.function.to_string(),
+            function_id: m.function_id,
+            argument: m.argument,
             state: FlowState::name(f.state.load(Relaxed)),
             age_ms: f.started.elapsed().as_millis() as u64,
             bytes_up: f.up_in.load(Relaxed),
@@ -153,8 +147,9 @@ pub struct FlowTable {
     started: Instant,
 }
 
-/// What a new flow is, before it gets an id.
-pub struct NewFlow {
+/// What a flow is: its worker, addresses, SID and function.
+#[derive(Debug)]
+pub struct FlowMeta {
     pub worker: usize,
     pub client: SocketAddrV6,
     pub server: SocketAddrV6,
@@ -181,17 +176,11 @@ impl FlowTable {
     }
 
     /// Register a live flow under `id`.
-    pub fn insert(&self, id: u64, f: NewFlow) -> Arc<FlowEntry> {
+    pub fn insert(&self, id: u64, meta: FlowMeta) -> Arc<FlowEntry> {
+        let worker = meta.worker;
         let e = Arc::new(FlowEntry {
             id,
-            worker: f.worker,
-            client: f.client,
-            server: f.server,
-            sid: f.sid,
-            function: f.function,
-            module: f.module,
-            function_id: f.function_id,
-            argument: f.argument,
+            meta,
             started: Instant::now(),
             up_in: AtomicU64::new(0),
             up_out: AtomicU64::new(0),
@@ -199,7 +188,7 @@ impl FlowTable {
             down_out: AtomicU64::new(0),
             state: AtomicU8::new(FlowState::Connecting as u8),
         });
-        self.shard(f.worker).insert(id, e.clone());
+        self.shard(worker).insert(id, e.clone());
         self.counters.accepted.fetch_add(1, Relaxed);
         e
     }
@@ -210,7 +199,7 @@ impl FlowTable {
 
     /// Remove a finished flow and fold its bytes into the totals.
     pub fn remove(&self, e: &FlowEntry, reset: bool) {
-        self.shard(e.worker).remove(&e.id);
+        self.shard(e.meta.worker).remove(&e.id);
         let c = &self.counters;
         c.bytes_up.fetch_add(e.up_in.load(Relaxed), Relaxed);
         c.bytes_down.fetch_add(e.down_in.load(Relaxed), Relaxed);

@@ -58,17 +58,7 @@ http {{
 }}
 "#
         );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-        let mut proc = net
-            .cmd(host, ["nginx", "-p"])
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .spawn()?;
-        wait_listening(net, host, port, &mut proc)?;
+        let proc = spawn_nginx(net, host, &dir, &conf, port)?;
         Ok(HttpServer { proc, root, access_log })
     }
 
@@ -106,6 +96,23 @@ impl UploadSink {
         self.proc.ensure_running()?;
         std::fs::read_to_string(&self.log).with_context(|| format!("reading {}", self.log.display()))
     }
+}
+
+/// Run nginx in `host` with configuration `conf` (written to `dir/nginx.conf`, prefix and error log in
+/// `dir`); returns once something listens on `port`.
+pub fn spawn_nginx(net: &Net, host: &str, dir: &Path, conf: &str, port: u16) -> Result<Proc> {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+    let mut proc = net
+        .cmd(host, ["nginx", "-p"])
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .spawn()?;
+    wait_listening(net, host, port, &mut proc)?;
+    Ok(proc)
 }
 
 fn wait_listening(net: &Net, host: &str, port: u16, proc: &mut Proc) -> Result<()> {

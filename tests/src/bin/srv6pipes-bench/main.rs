@@ -437,24 +437,7 @@ http {{
 "#,
         w = set.workers
     );
-    let conf_path = dir.join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
-    let mut proc = net
-        .cmd("server", ["nginx", "-p"])
-        .arg(&dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while net.wait_for_tcp_port("server", 80, Duration::ZERO).is_err() {
-        proc.ensure_running()?;
-        if Instant::now() > deadline {
-            bail!("nginx does not listen on the server after 10 s: {}", proc.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let proc = http::spawn_nginx(net, "server", &dir, &conf, 80)?;
     // Master and workers (the workers are forked right after the listener opens).
     let mut pids = Vec::new();
     for _ in 0..100 {
