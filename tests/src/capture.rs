@@ -1,12 +1,12 @@
 //! Packet captures with tcpdump inside a topology's namespaces.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::decode::{self, Packet};
-use crate::process::{Proc, POLL};
+use crate::process::{wait_until, Proc};
 use crate::Net;
 
 /// Capture ring size (KiB).
@@ -36,14 +36,9 @@ impl Capture {
             .cmd(host, ["tcpdump", "-i", dev, "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "0"])
             .args(["-B", RING_KIB, "-w", path_arg, filter])
             .spawn()?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        while !proc.stderr().contains("listening on") {
-            proc.ensure_running().context("tcpdump did not start")?;
-            if Instant::now() >= deadline {
-                bail!("tcpdump on {host}:{dev} did not start listening within {START_TIMEOUT:?}: {}", proc.stderr());
-            }
-            std::thread::sleep(POLL);
-        }
+        proc.wait_until(&format!("tcpdump on {host}:{dev} to listen"), START_TIMEOUT, |p| {
+            Ok(p.stderr().contains("listening on"))
+        })?;
         Ok(Capture { proc, path })
     }
 
@@ -55,17 +50,10 @@ impl Capture {
     /// Wait (at most `timeout`) until the packets captured so far satisfy `done`, e.g. "the client's FIN is
     /// in": a program's exit does not mean its last packets have crossed the topology yet.
     pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Packet]) -> bool) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            // The file may end in a half-written record: an error here just means "not yet".
-            if decode::read_pcap(&self.path).is_ok_and(|p| done(&p)) {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("capture {} never showed {what} within {timeout:?}", self.path.display());
-            }
-            std::thread::sleep(POLL);
-        }
+        // The file may end in a half-written record: an error here just means "not yet".
+        wait_until(&format!("capture {} to show {what}", self.path.display()), timeout, || {
+            Ok(decode::read_pcap(&self.path).is_ok_and(|p| done(&p)))
+        })
     }
 
     /// Stop tcpdump and return the pcap file; an error if the kernel dropped packets (the capture would

@@ -4,12 +4,12 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::process::{Proc, POLL};
+use crate::process::Proc;
 use crate::Net;
 
 /// How long a server gets to start listening.
@@ -116,16 +116,10 @@ pub fn spawn_nginx(net: &Net, host: &str, dir: &Path, conf: &str, port: u16) -> 
 }
 
 fn wait_listening(net: &Net, host: &str, port: u16, proc: &mut Proc) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        proc.ensure_running()?;
-        // A short probe each time so that a server that died is noticed at the next turn.
-        match net.wait_for_tcp_port(host, port, Duration::ZERO) {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => bail!("`{}`: {e}\n{}", proc.command(), proc.stderr()),
-            Err(_) => std::thread::sleep(POLL),
-        }
-    }
+    // A single probe each turn, so that a server that died is noticed at the next one.
+    proc.wait_until(&format!("TCP port {port} to listen in {host}"), START_TIMEOUT, |_| {
+        Ok(net.wait_for_tcp_port(host, port, Duration::ZERO).is_ok())
+    })
 }
 
 /// Write `size` random bytes to `path`; returns their sha256 (hex).

@@ -28,4 +28,4 @@ pub mod topology;
 
 pub use capture::Capture;
 pub use netns::{require_root, with_net, Net};
-pub use process::{Cmd, Output, Proc};
+pub use process::{wait_until, Cmd, Output, Proc};

@@ -8,12 +8,12 @@
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::capture::Capture;
-use crate::process::{Cmd, Output, Proc, POLL};
+use crate::process::{wait_until, Cmd, Output, Proc};
 use crate::topology::Topology;
 
 /// Prefix of every namespace this harness creates.
@@ -219,17 +219,10 @@ impl Net {
     /// Wait (at most `timeout`) until something listens on TCP `port` in `host`.
     pub fn wait_for_tcp_port(&self, host: &str, port: u16, timeout: Duration) -> Result<()> {
         let filter = format!("sport = :{port}");
-        let deadline = Instant::now() + timeout;
-        loop {
+        wait_until(&format!("TCP port {port} to listen in {host}"), timeout, || {
             let out = self.cmd(host, ["ss", "-H", "-l", "-t", "-n", &filter]).timeout(SETUP_TIMEOUT).run()?;
-            if !out.stdout.trim().is_empty() {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!("nothing listens on TCP port {port} in {host} after {timeout:?}");
-            }
-            std::thread::sleep(POLL);
-        }
+            Ok(!out.stdout.trim().is_empty())
+        })
     }
 
     /// Start capturing all IPv6 packets on `host`'s `dev`; returns once tcpdump really captures.

@@ -215,6 +215,21 @@ fn reader(pipe: Option<impl Read + Send + 'static>) -> mpsc::Receiver<Vec<u8>> {
     rx
 }
 
+/// Poll `ready` until it holds; an error if it fails, or if `timeout` passes first (`ready` runs at least
+/// once, so a zero timeout is a single probe). Every wait of the harness and the tests is bounded this way.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Wait for `child` at most `timeout`; on timeout kill its process group and return `None`.
 fn wait_bounded(child: &mut Child, timeout: Duration) -> Result<Option<ExitStatus>> {
     let deadline = Instant::now() + timeout;
@@ -278,6 +293,16 @@ impl Proc {
             bail!("`{}` {}\n--- stderr ---\n{}", self.command, describe(status), self.stderr().trim_end());
         }
         Ok(())
+    }
+
+    /// [`wait_until`] `ready`, failing at once if the program ends meanwhile; a timeout error carries the
+    /// program's standard error.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&Proc) -> Result<bool>) -> Result<()> {
+        let waited = wait_until(what, timeout, || {
+            self.ensure_running()?;
+            ready(self)
+        });
+        waited.with_context(|| format!("`{}`\n--- stderr ---\n{}", self.command, self.stderr().trim_end()))
     }
 
     /// Stop the program (SIGTERM, SIGKILL after a grace period) and return what it left.

@@ -1,9 +1,9 @@
 //! A running `srv6pipes-proxy` in a host of a topology, and its control socket.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::{binaries, Net, Output, Proc};
@@ -32,14 +32,8 @@ impl Proxy {
             .args(extra)
             .env("RUST_LOG", "debug")
             .spawn()?;
-        let deadline = Instant::now() + TIMEOUT;
-        while !control.exists() {
-            proc.ensure_running()?;
-            if Instant::now() > deadline {
-                bail!("{host}: srv6pipes-proxy did not come up\n{}", proc.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        // The control socket appears once the listeners and the datapath are up.
+        proc.wait_until(&format!("srv6pipes-proxy in {host} to come up"), TIMEOUT, |_| Ok(control.exists()))?;
         Ok(Proxy { host: host.to_string(), control, proc })
     }
 

@@ -7,11 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::proxy::Proxy;
-use srv6pipes_tests::{binaries, with_net, Net};
+use srv6pipes_tests::{binaries, wait_until, with_net, Net};
 
 const HTTP_PORT: u16 = 8080;
 const UPLOAD_PORT: u16 = 8081;
@@ -73,18 +73,6 @@ impl<'a> Chain<'a> {
         std::fs::remove_file(&out)?;
         Ok(())
     }
-}
-
-/// Poll `f` until it is true or `timeout` passes.
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !f()? {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// The client → server TCP payloads captured in a pcap, as hex strings (tshark).
@@ -265,11 +253,7 @@ fn bad_flows_are_refused_while_good_flows_continue() {
         ensure!(log.contains("flow refused: malformed SRH"), "p1 did not log the malformed SRH:\n{log}");
 
         // The good flow was not disturbed.
-        let deadline = Instant::now() + BIG_T;
-        while good.ensure_running().is_ok() {
-            ensure!(Instant::now() < deadline, "the good download did not finish");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("the good download to finish", BIG_T, || Ok(good.ensure_running().is_err()))?;
         let done = good.stop()?;
         ensure!(done.status.success(), "the good download failed: {done}");
         ensure!(sha256_file(&out)? == sha, "the good download is corrupt");
@@ -330,11 +314,7 @@ fn c_module_hot_load_and_unload_during_a_transfer() {
         let mods = c.p1.ctl(net, &["modules"])?;
         ensure!(!mods.to_string().contains("hexenc"), "hex still listed: {mods}");
         // ...while the running transfer completes intact.
-        let deadline = Instant::now() + BIG_T;
-        while xfer.ensure_running().is_ok() {
-            ensure!(Instant::now() < deadline, "the transfer did not finish");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until("the transfer to finish", BIG_T, || Ok(xfer.ensure_running().is_err()))?;
         let done = xfer.stop()?;
         ensure!(done.status.success(), "the transfer failed: {done}");
         ensure!(sha256_file(&out)? == sha, "the transfer through the unloaded module is corrupt");

@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use srv6pipes_tests::{Net, Proc};
@@ -161,7 +161,7 @@ impl<'a> M1<'a> {
         std::fs::write(&rules_path, rules)?;
         net.cmd("m1", ["nft", "-f"]).arg(&rules_path).timeout(T).run()?;
         let mut proc = net.cmd("m1", ["haproxy", "-db", "-f"]).arg(&cfg_path).spawn()?;
-        wait_until(&mut proc, T, || net.wait_for_tcp_port("m1", HAPROXY_PORT, Duration::ZERO).is_ok())?;
+        proc.wait_until("haproxy to listen", T, |_| Ok(net.wait_for_tcp_port("m1", HAPROXY_PORT, Duration::ZERO).is_ok()))?;
         self.proc = Some(proc);
         self.pids = pids_named(net, "m1", "haproxy")?;
         if self.pids.is_empty() {
@@ -186,10 +186,10 @@ impl<'a> M1<'a> {
         self.relay = Relay::Proxy { splice };
         let mut proc = cmd.spawn()?;
         let control = self.control.clone();
-        wait_until(&mut proc, T, || {
-            control.exists()
+        proc.wait_until("srv6pipes-proxy to come up", T, |_| {
+            Ok(control.exists()
                 && net.wait_for_tcp_port("m1", PROXY_PORT, Duration::ZERO).is_ok()
-                && nft_has_table(net, "srv6pipes")
+                && nft_has_table(net, "srv6pipes"))
         })?;
         self.proc = Some(proc);
         let name: String = bin.file_name().map(|n| n.to_string_lossy().chars().take(15).collect()).unwrap_or_default();
@@ -228,21 +228,6 @@ impl Drop for M1<'_> {
 
 fn nft_has_table(net: &Net, name: &str) -> bool {
     net.cmd("m1", ["nft", "list", "tables"]).timeout(T).run().is_ok_and(|o| o.stdout.contains(name))
-}
-
-/// Poll `ready` until it holds, failing early (with the log) if the process ends.
-fn wait_until(proc: &mut Proc, timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        proc.ensure_running()?;
-        if ready() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            bail!("`{}` not ready after {timeout:?}\n--- stderr ---\n{}", proc.command(), proc.stderr());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A program in the workspace's build directory, if it exists.
