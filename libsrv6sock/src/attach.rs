@@ -9,6 +9,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 pub const IPV6_RTHDR: libc::c_int = 57;
 /// `IPV6_RECVRTHDR`: latch the routing header of received packets (a proxy listener sets it).
 pub const IPV6_RECVRTHDR: libc::c_int = 56;
+/// `IPV6_TRANSPARENT`: bind to and accept for addresses that are not local (a transparent proxy's sockets).
+pub const IPV6_TRANSPARENT: libc::c_int = 75;
 /// `IPV6_2292PKTOPTIONS`: read the latched options (the SYN's SRH) on an accepted socket.
 pub const IPV6_2292PKTOPTIONS: libc::c_int = 6;
 
@@ -61,6 +63,12 @@ pub fn get_srh(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
 /// On a listener: latch the routing header of incoming SYNs so [`syn_srh`] can read it after `accept()`.
 pub fn enable_syn_srh(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt_bytes(fd, IPV6_RECVRTHDR, &1i32.to_ne_bytes())
+}
+
+/// Make `fd` transparent (`IPV6_TRANSPARENT`, needs CAP_NET_ADMIN): a proxy's listener receives flows for
+/// other hosts' addresses, and its outbound sockets bind to the client's address.
+pub fn set_transparent(fd: BorrowedFd<'_>) -> io::Result<()> {
+    setsockopt_bytes(fd, IPV6_TRANSPARENT, &1i32.to_ne_bytes())
 }
 
 /// On an accepted socket whose listener had [`enable_syn_srh`]: the routing header of the SYN, copied into

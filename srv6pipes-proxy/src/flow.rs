@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,9 +17,6 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::{relay, timewait};
 use crate::stats::{FlowState, FlowTable, LogLimit, FlowMeta};
-
-/// `IPV6_TRANSPARENT` (linux/in6.h).
-pub const IPV6_TRANSPARENT: libc::c_int = 75;
 
 /// Settings the data path needs.
 #[derive(Debug, Clone)]
@@ -100,30 +97,13 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
     Ok(Route { sid, function: parts.function, argument: parts.argument, out_srh })
 }
 
-fn set_int(fd: BorrowedFd<'_>, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, opt, (&v as *const libc::c_int).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// `IPV6_TRANSPARENT` on a socket.
-pub fn set_transparent(fd: BorrowedFd<'_>) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
-}
-
 /// One worker's listener: transparent, latching the SYN's SRH, in the SO_REUSEPORT group of `port`.
 pub fn listener(port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;
     s.set_reuse_port(true)?;
-    set_transparent(s.as_fd())?;
+    attach::set_transparent(s.as_fd())?;
     attach::enable_syn_srh(s.as_fd())?;
     s.set_nodelay(true)?;
     s.bind(&SocketAddr::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)).into())?;
@@ -243,7 +223,7 @@ pub async fn connect_out(
     let mut port = if cfg.keep_client_port { client.port() } else { 0 };
     loop {
         let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
-        set_transparent(s.as_fd())?;
+        attach::set_transparent(s.as_fd())?;
         s.set_reuse_address(true)?;
         s.set_nodelay(true)?;
         keepalive(SockRef::from(&s));
