@@ -17,13 +17,7 @@ pub const IPV6_2292PKTOPTIONS: libc::c_int = 6;
 fn setsockopt_bytes(fd: BorrowedFd<'_>, opt: libc::c_int, value: &[u8]) -> io::Result<()> {
     // SAFETY: `value` is a live slice; the kernel reads at most `value.len()` bytes from it.
     let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IPV6,
-            opt,
-            value.as_ptr().cast(),
-            value.len() as libc::socklen_t,
-        )
+        libc::setsockopt(fd.as_raw_fd(), libc::IPPROTO_IPV6, opt, value.as_ptr().cast(), value.len() as libc::socklen_t)
     };
     if rc == 0 {
         Ok(())
@@ -35,8 +29,7 @@ fn setsockopt_bytes(fd: BorrowedFd<'_>, opt: libc::c_int, value: &[u8]) -> io::R
 fn getsockopt_bytes(fd: BorrowedFd<'_>, opt: libc::c_int, buf: &mut [u8]) -> io::Result<usize> {
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `buf` and stores the length it wrote in `len`.
-    let rc =
-        unsafe { libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_IPV6, opt, buf.as_mut_ptr().cast(), &mut len) };
+    let rc = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_IPV6, opt, buf.as_mut_ptr().cast(), &mut len) };
     if rc == 0 {
         Ok(len as usize)
     } else {

@@ -266,8 +266,8 @@ enum FileReturnPath {
 impl Policy {
     /// Parse a policy from TOML text; `origin` names it in errors (a file path).
     pub fn from_toml(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-        let file: FileFormat =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax { path: origin.to_string(), message: e.to_string() })?;
+        let file: FileFormat = toml::from_str(text)
+            .map_err(|e| PolicyError::Syntax { path: origin.to_string(), message: e.to_string() })?;
         let rules = file
             .rule
             .into_iter()
@@ -283,7 +283,9 @@ impl Policy {
                         other => {
                             return Err(PolicyError::Rule {
                                 origin,
-                                reason: format!("return-path {other:?}: use \"reverse\", \"none\" or a list of addresses"),
+                                reason: format!(
+                                    "return-path {other:?}: use \"reverse\", \"none\" or a list of addresses"
+                                ),
                             })
                         }
                     },
@@ -339,8 +341,7 @@ impl Policy {
             policy.rules.insert(0, rule);
         }
         if let Some(f) = get(ENV_FAIL).filter(|s| !s.is_empty()) {
-            policy.fail =
-                f.parse().map_err(|reason| PolicyError::Env { var: ENV_FAIL, value: f.clone(), reason })?;
+            policy.fail = f.parse().map_err(|reason| PolicyError::Env { var: ENV_FAIL, value: f.clone(), reason })?;
         }
         Ok(policy)
     }

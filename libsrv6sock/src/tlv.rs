@@ -149,7 +149,10 @@ impl TlvRepr {
                     .filter(|a| a.len() % 16 == 0)
                     .ok_or_else(|| bad("return-path TLV value is not 2 reserved bytes plus 16-byte addresses"))?;
                 TlvRepr::ReturnPath(
-                    addrs.chunks_exact(16).map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).unwrap_or_default())).collect(),
+                    addrs
+                        .chunks_exact(16)
+                        .map(|c| Ipv6Addr::from(<[u8; 16]>::try_from(c).unwrap_or_default()))
+                        .collect(),
                 )
             }
             tlv_type => TlvRepr::Unknown { tlv_type, value: tlv.value.to_vec() },
@@ -231,7 +234,7 @@ pub fn padding_len(len: usize) -> usize {
 /// Write `n` bytes of PadN padding (`n` from [`padding_len`]) at the start of `buf`.
 pub fn emit_padding(buf: &mut [u8], n: usize) -> Result<(), Error> {
     let available = buf.len();
-        let out = buf.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n, available })?;
+    let out = buf.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n, available })?;
     out.fill(0);
     let mut pos = 0;
     while pos < n {

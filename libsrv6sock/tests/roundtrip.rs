@@ -20,13 +20,23 @@ fn tlv() -> impl Strategy<Value = TlvRepr> {
             .prop_map(|(d_flag, key_id, digest)| TlvRepr::Hmac { d_flag, key_id, digest }),
         prop::collection::vec(addr(), 0..=15).prop_map(TlvRepr::ReturnPath),
         // Any type but the ones with a structure of their own.
-        (any::<u8>().prop_filter("structured type", |t| ![0, 4, 5, 124].contains(t)), prop::collection::vec(any::<u8>(), 0..=40))
+        (
+            any::<u8>().prop_filter("structured type", |t| ![0, 4, 5, 124].contains(t)),
+            prop::collection::vec(any::<u8>(), 0..=40)
+        )
             .prop_map(|(tlv_type, value)| TlvRepr::Unknown { tlv_type, value }),
     ]
 }
 
 fn srh() -> impl Strategy<Value = SrhRepr> {
-    (prop::collection::vec(addr(), 1..=20), any::<u8>(), any::<u8>(), any::<u16>(), prop::collection::vec(tlv(), 0..4), any::<u8>())
+    (
+        prop::collection::vec(addr(), 1..=20),
+        any::<u8>(),
+        any::<u8>(),
+        any::<u16>(),
+        prop::collection::vec(tlv(), 0..4),
+        any::<u8>(),
+    )
         .prop_map(|(segments, next_header, flags, tag, tlvs, sl)| SrhRepr {
             next_header,
             segments_left: sl % segments.len() as u8,

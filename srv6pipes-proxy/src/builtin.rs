@@ -109,7 +109,8 @@ unsafe extern "C" fn xor_process(
     produced: *mut usize,
     _flags: u32,
 ) -> c_int {
-    if state.is_null() || consumed.is_null() || produced.is_null() || (in_len > 0 && (input.is_null() || out.is_null())) {
+    if state.is_null() || consumed.is_null() || produced.is_null() || (in_len > 0 && (input.is_null() || out.is_null()))
+    {
         return ERROR;
     }
     // SAFETY: `state` is the Box made by xor_spawn for this flow.

@@ -150,7 +150,9 @@ impl ProxyArgs {
         };
         let prefixes = if self.prefixes.is_empty() { file.prefixes.unwrap_or_default() } else { self.prefixes.clone() };
         if prefixes.is_empty() {
-            anyhow::bail!("no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file");
+            anyhow::bail!(
+                "no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file"
+            );
         }
         let port = self.port.or(file.port).ok_or_else(|| anyhow::anyhow!("no listener port: give --port or `port`"))?;
         if port == 0 {
@@ -193,7 +195,9 @@ impl ProxyArgs {
             flow: FlowConfig {
                 prefixes,
                 layout,
-                connect_timeout: Duration::from_millis(self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000)),
+                connect_timeout: Duration::from_millis(
+                    self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000),
+                ),
                 buffer_size,
                 splice: !self.no_splice && file.splice.unwrap_or(true),
                 pipe_size: file.pipe_size.unwrap_or(256 * 1024),

@@ -54,7 +54,9 @@ pub fn answer(req: Request, shared: &Shared) -> Value {
         Request::Flows => json!({"ok": true, "flows": shared.flows.flows()}),
         Request::Stats => json!({"ok": true, "stats": shared.flows.stats()}),
         Request::Modules => json!({"ok": true, "modules": shared.registry.list()}),
-        Request::Version => json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "abi_version": crate::module::ABI_VERSION}),
+        Request::Version => {
+            json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "abi_version": crate::module::ABI_VERSION})
+        }
         Request::Load { path } => match shared.registry.load(&path) {
             Ok(name) => json!({"ok": true, "module": name}),
             Err(e) => {

@@ -88,14 +88,22 @@ impl DatapathConfig {
         if self.prefixes.is_empty() {
             return Err(DatapathError::Config("at least one function prefix (--prefix) is needed".into()));
         }
-        let ok_name = |s: &str| !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c));
+        let ok_name = |s: &str| {
+            !s.is_empty() && s.len() <= 15 && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.@".contains(c))
+        };
         for d in &self.ingress {
             if !ok_name(d) || d.contains('/') || d == "." || d == ".." {
                 return Err(DatapathError::Config(format!("ingress interface name {d:?} is not valid")));
             }
         }
-        if self.nft_table.is_empty() || self.nft_table.len() > 28 || !self.nft_table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(DatapathError::Config(format!("table name {:?}: use 1-28 letters, digits or '_'", self.nft_table)));
+        if self.nft_table.is_empty()
+            || self.nft_table.len() > 28
+            || !self.nft_table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(DatapathError::Config(format!(
+                "table name {:?}: use 1-28 letters, digits or '_'",
+                self.nft_table
+            )));
         }
         if self.mark == 0 || self.table == 0 || self.table >= 253 && self.table <= 255 {
             return Err(DatapathError::Config("mark must not be 0 and table must not be 0, 253, 254 or 255".into()));
@@ -176,7 +184,8 @@ impl DatapathConfig {
             v.push(["-d", &p, "-j", "MARK", "--set-mark", &m].iter().map(|s| s.to_string()).collect());
         }
         for r in &mut v {
-            let mut full: Vec<String> = ["ip6tables", "-w", "-t", "mangle", "-A", &c].iter().map(|s| s.to_string()).collect();
+            let mut full: Vec<String> =
+                ["ip6tables", "-w", "-t", "mangle", "-A", &c].iter().map(|s| s.to_string()).collect();
             full.append(r);
             *r = full;
         }
@@ -186,8 +195,7 @@ impl DatapathConfig {
     /// Every command [`install`] would run with `backend` (for `setup --print`).
     pub fn plan(&self, backend: Backend) -> Result<Vec<Step>, DatapathError> {
         self.check()?;
-        let mut steps: Vec<Step> =
-            self.sysctls().into_iter().map(|(key, value)| Step::Sysctl { key, value }).collect();
+        let mut steps: Vec<Step> = self.sysctls().into_iter().map(|(key, value)| Step::Sysctl { key, value }).collect();
         let mut rule = vec!["ip".to_string(), "-6".into(), "rule".into(), "add".into()];
         rule.extend(self.rule_args());
         steps.push(Step::Run { argv: rule, stdin: None });
@@ -195,10 +203,8 @@ impl DatapathConfig {
         route.extend(self.route_args());
         steps.push(Step::Run { argv: route, stdin: None });
         match backend {
-            Backend::Nft | Backend::Auto => steps.push(Step::Run {
-                argv: vec!["nft".into(), "-f".into(), "-".into()],
-                stdin: Some(self.nft_ruleset()),
-            }),
+            Backend::Nft | Backend::Auto => steps
+                .push(Step::Run { argv: vec!["nft".into(), "-f".into(), "-".into()], stdin: Some(self.nft_ruleset()) }),
             Backend::Iptables => {
                 let c = self.chain();
                 steps.push(run(&["ip6tables", "-w", "-t", "mangle", "-N", &c]));
@@ -253,7 +259,9 @@ pub fn apply(step: &Step) -> Result<(), DatapathError> {
     match step {
         Step::DropEmptyMangle => {
             let rules = Command::new("ip6tables").args(["-w", "-t", "mangle", "-S"]).output();
-            let empty = rules.is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).lines().all(|l| l.starts_with("-P ")));
+            let empty = rules.is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).lines().all(|l| l.starts_with("-P "))
+            });
             if empty {
                 apply(&run(&["nft", "delete", "table", "ip6", "mangle"]))?;
             }
@@ -372,7 +380,10 @@ pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
             let c = cfg.chain();
             // ip6tables-nft creates the nftables table `ip6 mangle` on first use: remove it again at exit
             // if it did not exist before and nothing else uses it then.
-            let nft_based = Command::new("ip6tables").arg("-V").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
+            let nft_based = Command::new("ip6tables")
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
             if nft_based && works(&["nft", "list", "table", "ip6", "mangle"]).is_err() {
                 dp.undo.push(Step::DropEmptyMangle);
             }
@@ -439,14 +450,18 @@ mod tests {
         assert_eq!(text[2], "sysctl -w net.ipv6.conf.eth0.seg6_enabled=1");
         assert_eq!(text[3], "ip -6 rule add fwmark 1 lookup 100 pref 100");
         assert_eq!(text[4], "ip -6 route add local ::/0 dev lo table 100");
-        assert!(text[5].contains("ip6 daddr fc00:f1::/80 tcp flags & (syn | ack) == syn tproxy to :5001 meta mark set 0x1 accept"));
+        assert!(text[5].contains(
+            "ip6 daddr fc00:f1::/80 tcp flags & (syn | ack) == syn tproxy to :5001 meta mark set 0x1 accept"
+        ));
         assert!(text[5].contains("meta l4proto tcp socket transparent 1 meta mark set 0x1 accept"));
     }
 
     #[test]
     fn iptables_plan_and_bad_names() {
         let text: Vec<String> = cfg().plan(Backend::Iptables).unwrap().iter().map(|s| s.to_string()).collect();
-        assert!(text.iter().any(|l| l.ends_with("-A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 --tproxy-mark 1/1")));
+        assert!(text.iter().any(
+            |l| l.ends_with("-A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 --tproxy-mark 1/1")
+        ));
         assert!(text.last().unwrap().ends_with("-I PREROUTING -j SRV6PIPES"));
         let mut c = cfg();
         c.ingress = vec!["../x".into()];

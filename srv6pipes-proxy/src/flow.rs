@@ -15,8 +15,8 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::module::{self, Function, Instance, ModuleError, Registry};
+use crate::stats::{FlowMeta, FlowState, FlowTable, LogLimit};
 use crate::{relay, timewait};
-use crate::stats::{FlowState, FlowTable, LogLimit, FlowMeta};
 
 /// Settings the data path needs.
 #[derive(Debug, Clone)]
@@ -277,7 +277,12 @@ async fn run(
     entry.set_state(FlowState::Closing);
     match result {
         Ok(first) => {
-            tracing::debug!(flow = entry.id, up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed), down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed), "flow closed");
+            tracing::debug!(
+                flow = entry.id,
+                up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed),
+                down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed),
+                "flow closed"
+            );
             // The leg we closed first is in TIME_WAIT now (or soon, once the FINs cross): remove it so
             // the client can reuse its port at once (see `timewait`).
             let out_local = outbound.local_addr().ok().and_then(|a| v6(a).ok());

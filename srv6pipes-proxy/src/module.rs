@@ -288,7 +288,10 @@ unsafe fn from_descriptor(
             return Err(invalid(format!("function {fname}: unknown direction bits {:#x}", raw.directions)));
         }
         if raw.directions != 0 && raw.process.is_none() {
-            return Err(invalid(format!("function {fname}: transforms directions {:#x} but process is NULL", raw.directions)));
+            return Err(invalid(format!(
+                "function {fname}: transforms directions {:#x} but process is NULL",
+                raw.directions
+            )));
         }
         if let Some(other) = seen.insert(raw.id, fname.clone()) {
             return Err(invalid(format!("functions {other} and {fname} share id {}", raw.id)));
@@ -498,8 +501,8 @@ impl Registry {
 
     /// Load the module at `path`.
     pub fn load(&self, path: &Path) -> Result<String, ModuleError> {
-        let path = std::fs::canonicalize(path)
-            .map_err(|e| ModuleError::Open { path: path.into(), reason: e.to_string() })?;
+        let path =
+            std::fs::canonicalize(path).map_err(|e| ModuleError::Open { path: path.into(), reason: e.to_string() })?;
         let lib = Library::open(&path)?;
         let sym = lib.symbol(MODULE_SYMBOL).ok_or_else(|| ModuleError::Symbol {
             path: path.clone(),
@@ -527,7 +530,8 @@ impl Registry {
     /// Returns how many flows still use it.
     pub fn unload(&self, name: &str) -> Result<usize, ModuleError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        let idx = inner.modules.iter().position(|m| m.name == name).ok_or_else(|| ModuleError::NotLoaded(name.into()))?;
+        let idx =
+            inner.modules.iter().position(|m| m.name == name).ok_or_else(|| ModuleError::NotLoaded(name.into()))?;
         if inner.modules[idx].path.is_none() {
             return Err(ModuleError::BuiltIn(name.into()));
         }

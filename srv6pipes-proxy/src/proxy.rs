@@ -73,7 +73,10 @@ async fn run_main(cfg: ProxyConfig) -> anyhow::Result<()> {
         );
     }
     let _datapath = if cfg.setup {
-        Some(datapath::install(&cfg.datapath).context("installing the datapath (use --no-setup to manage it yourself)")?)
+        Some(
+            datapath::install(&cfg.datapath)
+                .context("installing the datapath (use --no-setup to manage it yourself)")?,
+        )
     } else {
         tracing::info!("--no-setup: datapath left to the operator");
         None

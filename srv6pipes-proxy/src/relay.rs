@@ -85,7 +85,14 @@ impl Pipe {
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     // SAFETY: splice between two descriptors this flow owns, no offsets (NULL: both are a socket or pipe).
     let n = unsafe {
-        libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
     };
     if n < 0 {
         Err(io::Error::last_os_error())
@@ -160,7 +167,14 @@ async fn pump_copy(
     }
 }
 
-async fn pump_splice(src: &TcpStream, dst: &TcpStream, cfg: &FlowConfig, ctr_in: &AtomicU64, ctr_out: &AtomicU64, sides: Sides) -> Result<(), RelayError> {
+async fn pump_splice(
+    src: &TcpStream,
+    dst: &TcpStream,
+    cfg: &FlowConfig,
+    ctr_in: &AtomicU64,
+    ctr_out: &AtomicU64,
+    sides: Sides,
+) -> Result<(), RelayError> {
     let pipe = Pipe::get(cfg.pipe_size).map_err(io_err("pipe"))?;
     let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
     let (pr, pw) = (pipe.r.as_raw_fd(), pipe.w.as_raw_fd());
@@ -272,7 +286,9 @@ async fn pump(
     let sides = if dir == module::UP { ("client", "server") } else { ("server", "client") };
     match (how, inst) {
         (Pump::Func(i, o), Some(inst)) => pump_func(src, dst, inst, dir, i, o, ctr_in, ctr_out, sides).await?,
-        (Pump::Copy(b), _) | (Pump::Func(b, _), None) => pump_copy(src, dst, b, cfg.splice, cfg, ctr_in, ctr_out, sides).await?,
+        (Pump::Copy(b), _) | (Pump::Func(b, _), None) => {
+            pump_copy(src, dst, b, cfg.splice, cfg, ctr_in, ctr_out, sides).await?
+        }
     }
     // Half-close: our peer finished sending, so finish sending to the other side.
     SockRef::from(dst).shutdown(Shutdown::Write).map_err(io_err(sides.1))
@@ -313,7 +329,16 @@ pub async fn relay(
     }
     let inst = inst.map(RefCell::new);
     let up = pump(client, server, mk(t_up, up_mem, cfg), inst.as_ref(), module::UP, cfg, &entry.up_in, &entry.up_out);
-    let down = pump(server, client, mk(t_down, down_mem, cfg), inst.as_ref(), module::DOWN, cfg, &entry.down_in, &entry.down_out);
+    let down = pump(
+        server,
+        client,
+        mk(t_down, down_mem, cfg),
+        inst.as_ref(),
+        module::DOWN,
+        cfg,
+        &entry.down_in,
+        &entry.down_out,
+    );
     let (mut up, mut down) = (pin!(up), pin!(down));
     let (mut up_done, mut down_done) = (false, false);
     let mut first = None;

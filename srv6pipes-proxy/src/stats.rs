@@ -208,8 +208,13 @@ impl FlowTable {
 
     /// Snapshot of the live flows, oldest first.
     pub fn flows(&self) -> Vec<FlowView> {
-        let mut v: Vec<FlowView> =
-            self.shards.iter().flat_map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| FlowView::from(&**f)).collect::<Vec<_>>()).collect();
+        let mut v: Vec<FlowView> = self
+            .shards
+            .iter()
+            .flat_map(|s| {
+                s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| FlowView::from(&**f)).collect::<Vec<_>>()
+            })
+            .collect();
         v.sort_by_key(|f| f.id);
         v
     }
@@ -272,10 +277,7 @@ impl LogLimit {
 
     /// `Some(n)` if a message may be logged now, `n` being how many were suppressed since the last one.
     pub fn allow(&self) -> Option<u64> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if self.second.swap(now, Relaxed) != now {
             self.used.store(0, Relaxed);
         }

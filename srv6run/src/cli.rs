@@ -84,7 +84,10 @@ mod tests {
             defined.push(long.to_string());
             assert!(page.contains(&format!("Fl -{long}")), "man/srv6run.1 does not document --{long}");
             if let Some(short) = arg.get_short() {
-                assert!(page.contains(&format!("Fl {short} , Fl -{long}")), "man/srv6run.1 lacks -{short} for --{long}");
+                assert!(
+                    page.contains(&format!("Fl {short} , Fl -{long}")),
+                    "man/srv6run.1 lacks -{short} for --{long}"
+                );
             }
         }
         for line in page.lines().filter(|l| l.starts_with(".It Fl")) {

@@ -129,7 +129,11 @@ fn list(v: &Value) -> String {
 
 /// The explanation for people.
 pub fn to_text(e: &Value) -> String {
-    let mut out = format!("preload: {}\nfailure policy: {}\nrules (first match wins):\n", e["preload"].as_str().unwrap_or(""), e["fail"].as_str().unwrap_or(""));
+    let mut out = format!(
+        "preload: {}\nfailure policy: {}\nrules (first match wins):\n",
+        e["preload"].as_str().unwrap_or(""),
+        e["fail"].as_str().unwrap_or("")
+    );
     let rules = e["rules"].as_array().cloned().unwrap_or_default();
     if rules.is_empty() {
         out.push_str("  (none: nothing will be steered)\n");
@@ -142,9 +146,19 @@ pub fn to_text(e: &Value) -> String {
         if let Some(n) = r["name"].as_str() {
             sel += &format!(" name {n}");
         }
-        out += &format!("  {}. {} ({}, {}): via {}; return via {}\n", i + 1, r["origin"].as_str().unwrap_or(""), sel,
-            r["proto"].as_str().unwrap_or(""), list(&r["segments"]),
-            if r["return_path"].as_array().is_some_and(|a| a.is_empty()) { "(no TLV)".to_string() } else { list(&r["return_path"]) });
+        out += &format!(
+            "  {}. {} ({}, {}): via {}; return via {}\n",
+            i + 1,
+            r["origin"].as_str().unwrap_or(""),
+            sel,
+            r["proto"].as_str().unwrap_or(""),
+            list(&r["segments"]),
+            if r["return_path"].as_array().is_some_and(|a| a.is_empty()) {
+                "(no TLV)".to_string()
+            } else {
+                list(&r["return_path"])
+            }
+        );
     }
     out.push_str("destinations in the command:\n");
     let dests = e["destinations"].as_array().cloned().unwrap_or_default();
@@ -152,15 +166,26 @@ pub fn to_text(e: &Value) -> String {
         out.push_str("  (none found: give URLs or [addr]:port arguments)\n");
     }
     for d in dests {
-        let what = format!("{} -> [{}]:{}", d["arg"].as_str().unwrap_or(""), d["address"].as_str().unwrap_or(d["host"].as_str().unwrap_or("")), d["port"]);
+        let what = format!(
+            "{} -> [{}]:{}",
+            d["arg"].as_str().unwrap_or(""),
+            d["address"].as_str().unwrap_or(d["host"].as_str().unwrap_or("")),
+            d["port"]
+        );
         if let Some(err) = d["error"].as_str() {
             out += &format!("  {what}: {err}\n");
         } else if d["rule"].is_null() {
             out += &format!("  {what}: no rule matches: sent without SRH\n");
         } else {
             let srh = &d["srh"];
-            out += &format!("  {what}: {}: SRH segments [{}] segments left {}, return-path TLV [{}], {} bytes\n",
-                d["rule"].as_str().unwrap_or(""), list(&srh["segments"]), srh["segments_left"], list(&srh["return_path_tlv"]), srh["bytes"]);
+            out += &format!(
+                "  {what}: {}: SRH segments [{}] segments left {}, return-path TLV [{}], {} bytes\n",
+                d["rule"].as_str().unwrap_or(""),
+                list(&srh["segments"]),
+                srh["segments_left"],
+                list(&srh["return_path_tlv"]),
+                srh["bytes"]
+            );
         }
     }
     out
@@ -172,8 +197,17 @@ mod tests {
 
     #[test]
     fn finds_destinations_in_arguments() {
-        let args: Vec<String> = ["-sS", "http://[fc00:4::2]:8080/x", "https://user@www.example.net/a?b", "[fc00::1]:22", "fc00::9", "out.bin"]
-            .iter().map(|s| s.to_string()).collect();
+        let args: Vec<String> = [
+            "-sS",
+            "http://[fc00:4::2]:8080/x",
+            "https://user@www.example.net/a?b",
+            "[fc00::1]:22",
+            "fc00::9",
+            "out.bin",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let t = targets(&args);
         let got: Vec<_> = t.iter().map(|t| (t.host.as_str(), t.port)).collect();
         assert_eq!(got, vec![("fc00:4::2", 8080), ("www.example.net", 443), ("fc00::1", 22), ("fc00::9", 0)]);
@@ -181,7 +215,9 @@ mod tests {
 
     #[test]
     fn explains_the_shims_decision() {
-        let policy = Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml").unwrap();
+        let policy =
+            Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml")
+                .unwrap();
         let e = explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()]);
         assert_eq!(e["destinations"][0]["rule"], "p.toml rule #1");
         assert_eq!(e["destinations"][0]["srh"]["segments"], json!(["fc00:4::2", "fc00:e1::1"]));

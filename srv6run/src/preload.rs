@@ -15,7 +15,10 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return p.canonicalize().with_context(|| format!("preload library {}", p.display()));
     }
-    let exe_dir = std::env::current_exe().ok().and_then(|e| e.canonicalize().ok()).and_then(|e| e.parent().map(Path::to_path_buf));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+        .and_then(|e| e.parent().map(Path::to_path_buf));
     let mut candidates: Vec<PathBuf> = Vec::new();
     if let Some(d) = &exe_dir {
         candidates.push(d.join(SHIM));

@@ -297,7 +297,12 @@ impl Proc {
 
     /// [`wait_until`] `ready`, failing at once if the program ends meanwhile; a timeout error carries the
     /// program's standard error.
-    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&Proc) -> Result<bool>) -> Result<()> {
+    pub fn wait_until(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut(&Proc) -> Result<bool>,
+    ) -> Result<()> {
         let waited = wait_until(what, timeout, || {
             self.ensure_running()?;
             ready(self)

@@ -8,7 +8,9 @@ fn pages() -> Vec<PathBuf> {
     let mut pages: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("readable man/ entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e.len() == 1 && e.to_string_lossy().chars().all(|c| c.is_ascii_digit())))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e.len() == 1 && e.to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        })
         .collect();
     pages.sort();
     pages
@@ -16,7 +18,8 @@ fn pages() -> Vec<PathBuf> {
 
 #[test]
 fn every_program_has_a_page() {
-    let names: Vec<String> = pages().iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        pages().iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
     for want in ["srv6run.1", "libsrv6sock.7"] {
         assert!(names.iter().any(|n| n == want), "man/{want} is missing (have {names:?})");
     }
@@ -25,7 +28,11 @@ fn every_program_has_a_page() {
 #[test]
 fn pages_lint_clean_and_render() {
     for page in pages() {
-        let lint = Command::new("mandoc").args(["-Tlint", "-Wwarning"]).arg(&page).output().expect("mandoc is installed (scripts/install-deps)");
+        let lint = Command::new("mandoc")
+            .args(["-Tlint", "-Wwarning"])
+            .arg(&page)
+            .output()
+            .expect("mandoc is installed (scripts/install-deps)");
         let msg = String::from_utf8_lossy(&lint.stdout).into_owned() + &String::from_utf8_lossy(&lint.stderr);
         assert!(lint.status.success(), "{}: mandoc -Tlint: {msg}", page.display());
         let text = Command::new("mandoc").args(["-Tutf8"]).arg(&page).output().expect("mandoc");
@@ -39,6 +46,10 @@ fn pages_lint_clean_and_render() {
             }
         }
         let text = plain;
-        assert!(text.contains("NAME") && text.contains("DESCRIPTION"), "{} renders without NAME/DESCRIPTION", page.display());
+        assert!(
+            text.contains("NAME") && text.contains("DESCRIPTION"),
+            "{} renders without NAME/DESCRIPTION",
+            page.display()
+        );
     }
 }

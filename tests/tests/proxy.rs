@@ -50,7 +50,11 @@ impl<'a> Chain<'a> {
 
     /// `srv6run --segs SEGS -- ARGV…` in the client.
     fn srv6run(&self, segs: &str, argv: &[&str]) -> Result<srv6pipes_tests::Cmd> {
-        Ok(self.net.cmd("client", [binaries::path("srv6run")?]).args(["--segs", segs, "--fail", "closed", "--"]).args(argv))
+        Ok(self
+            .net
+            .cmd("client", [binaries::path("srv6run")?])
+            .args(["--segs", segs, "--fail", "closed", "--"])
+            .args(argv))
     }
 
     fn curl_args(&self, out: &Path, name: &str, extra: &[&str]) -> Vec<String> {
@@ -136,12 +140,18 @@ fn xor_chain_downloads_and_uploads_with_identical_sha256() {
             std::fs::remove_file(&file)?;
         }
         let log = sink.log()?;
-        ensure!(log.lines().count() == 2 && log.lines().all(|l| l.starts_with(&format!("{CLIENT} "))), "sink log:\n{log}");
+        ensure!(
+            log.lines().count() == 2 && log.lines().all(|l| l.starts_with(&format!("{CLIENT} "))),
+            "sink log:\n{log}"
+        );
 
         // The proxies counted it all.
         let s1 = c.p1.stats(net)?;
         ensure!(s1["accepted"].as_u64() >= Some(4), "p1 stats: {s1}");
-        ensure!(s1["bytes_down"].as_u64() > Some(101 * MIB) && s1["bytes_up"].as_u64() > Some(101 * MIB), "p1 stats: {s1}");
+        ensure!(
+            s1["bytes_down"].as_u64() > Some(101 * MIB) && s1["bytes_up"].as_u64() > Some(101 * MIB),
+            "p1 stats: {s1}"
+        );
         ensure!(s1["refused"].as_u64() == Some(0) && s1["flows_reset"].as_u64() == Some(0), "p1 stats: {s1}");
         let s2 = c.p2.stats(net)?;
         ensure!(s2["accepted"].as_u64() >= Some(4), "p2 stats: {s2}");
@@ -155,12 +165,16 @@ fn half_close_and_resets_cross_the_chain() {
         let c = Chain::start(net)?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tcp_semantics.py");
         let script_s = script.display().to_string();
-        let mut server = net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
+        let mut server =
+            net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
         wait_until("the TCP server", T, || Ok(server.stdout().contains("listening")))?;
         let port = TCP_PORT.to_string();
         for segs in [XOR_CHAIN, COPY_CHAIN] {
             // Half-close: the client's FIN reaches the server, which still answers.
-            let out = c.srv6run(segs, &["/usr/bin/python3", &script_s, "halfclose", SERVER, &port, "300000"])?.timeout(T).run()?;
+            let out = c
+                .srv6run(segs, &["/usr/bin/python3", &script_s, "halfclose", SERVER, &port, "300000"])?
+                .timeout(T)
+                .run()?;
             let reply = out.stdout.lines().find_map(|l| l.strip_prefix("reply ")).context("no reply")?.to_string();
             let expect = out.stdout.lines().find_map(|l| l.strip_prefix("expect ")).context("no expect")?.to_string();
             ensure!(reply == expect, "half-close through {segs}: server answered {reply:?}, expected {expect:?}");
@@ -179,7 +193,15 @@ fn half_close_and_resets_cross_the_chain() {
             })?;
         }
         ensure!(!server.stdout().contains("peer-eof"), "a reset arrived as a FIN:\n{}", server.stdout());
-        ensure!(server.stdout().lines().filter(|l| l.starts_with("peer ")).all(|l| l.starts_with(&format!("peer {CLIENT} "))), "{}", server.stdout());
+        ensure!(
+            server
+                .stdout()
+                .lines()
+                .filter(|l| l.starts_with("peer "))
+                .all(|l| l.starts_with(&format!("peer {CLIENT} "))),
+            "{}",
+            server.stdout()
+        );
         let s1 = c.p1.stats(net)?;
         ensure!(s1["flows_reset"].as_u64() >= Some(4), "p1 counted the resets: {s1}");
         Ok(())
@@ -198,7 +220,10 @@ fn next_hop_down_resets_the_client_and_others_still_work() {
         ensure!(!out.status.success(), "curl to a closed port succeeded: {out}");
         ensure!(started.elapsed() < Duration::from_secs(10), "the refusal took {:?}", started.elapsed());
         // A next segment with no route from p1: its connect fails at once.
-        let out = c.srv6run("fc00:f1::1:0:0,fc00:f9::1", &["curl", "-sS", "-g", "--max-time", "20", &url(HTTP_PORT)])?.timeout(T).output()?;
+        let out = c
+            .srv6run("fc00:f1::1:0:0,fc00:f9::1", &["curl", "-sS", "-g", "--max-time", "20", &url(HTTP_PORT)])?
+            .timeout(T)
+            .output()?;
         ensure!(!out.status.success(), "curl through an unroutable segment succeeded: {out}");
         let (s1, s2) = (c.p1.stats(net)?, c.p2.stats(net)?);
         ensure!(s2["connect_failed"].as_u64() >= Some(1), "p2: {s2}");
@@ -219,7 +244,9 @@ fn bad_flows_are_refused_while_good_flows_continue() {
         let args = c.curl_args(&out, "100m.bin", &["--limit-rate", "20M"]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut good = c.srv6run(XOR_CHAIN, &argv)?.timeout(BIG_T).spawn()?;
-        wait_until("the good flow", T, || Ok(c.p1.ctl(net, &["flows"])?["flows"].as_array().is_some_and(|f| !f.is_empty())))?;
+        wait_until("the good flow", T, || {
+            Ok(c.p1.ctl(net, &["flows"])?["flows"].as_array().is_some_and(|f| !f.is_empty()))
+        })?;
 
         let curl = |segs: Option<&str>, url: &str| -> Result<srv6pipes_tests::Output> {
             let argv = ["curl", "-sS", "-g", "--max-time", "10", url];
@@ -299,7 +326,8 @@ fn c_module_hot_load_and_unload_during_a_transfer() {
             Ok(false)
         })?;
         // hexenc decodes the replies at p1: twice as many bytes in from p2 as out to the client.
-        let (down_in, down_out) = (flow["bytes_down"].as_u64().unwrap_or(0), flow["bytes_down_out"].as_u64().unwrap_or(0));
+        let (down_in, down_out) =
+            (flow["bytes_down"].as_u64().unwrap_or(0), flow["bytes_down_out"].as_u64().unwrap_or(0));
         // (Up to one relay buffer of input may be inside the proxy when the counters are read.)
         ensure!(down_out > 0 && (down_in as i64 - 2 * down_out as i64).abs() <= 2 * 65536 + 1, "hexenc flow: {flow}");
         ensure!(flow["client"].as_str().is_some_and(|a| a.starts_with(&format!("[{CLIENT}]:"))), "{flow}");
@@ -309,7 +337,13 @@ fn c_module_hot_load_and_unload_during_a_transfer() {
             ensure!(r["ok"] == true && r["flows_still_using"].as_u64() >= Some(1), "unload on {}: {r}", p.host());
         }
         // New flows naming the module are refused now...
-        let o = c.srv6run(HEX_CHAIN, &["curl", "-sS", "-g", "--max-time", "10", &format!("http://[{SERVER}]:{HTTP_PORT}/1m.bin")])?.timeout(T).output()?;
+        let o = c
+            .srv6run(
+                HEX_CHAIN,
+                &["curl", "-sS", "-g", "--max-time", "10", &format!("http://[{SERVER}]:{HTTP_PORT}/1m.bin")],
+            )?
+            .timeout(T)
+            .output()?;
         ensure!(!o.status.success(), "a flow reached an unloaded module: {o}");
         let mods = c.p1.ctl(net, &["modules"])?;
         ensure!(!mods.to_string().contains("hexenc"), "hex still listed: {mods}");
@@ -338,7 +372,13 @@ fn snapshot(net: &Net, host: &str) -> Result<String> {
         vec!["ip", "-6", "rule", "list"],
         vec!["ip", "-6", "route", "show", "table", "all"],
         vec!["ip6tables-save", "-t", "mangle"],
-        vec!["sysctl", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.all.seg6_enabled", "net.ipv6.conf.eth0.seg6_enabled", "net.ipv6.conf.eth1.seg6_enabled"],
+        vec![
+            "sysctl",
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.all.seg6_enabled",
+            "net.ipv6.conf.eth0.seg6_enabled",
+            "net.ipv6.conf.eth1.seg6_enabled",
+        ],
     ] {
         let out = net.run(host, argv)?;
         // ip6tables-save prints a timestamp comment.
@@ -370,11 +410,17 @@ fn datapath_is_installed_and_removed_exactly() {
         let out = p.stop()?;
         ensure!(out.status.success(), "SIGTERM exit: {out}");
         ensure!(!control.exists(), "the control socket was left behind");
-        ensure!(snapshot(net, "p1")? == before, "the proxy left changes behind:\n{}\n---- before ----\n{before}", snapshot(net, "p1")?);
+        ensure!(
+            snapshot(net, "p1")? == before,
+            "the proxy left changes behind:\n{}\n---- before ----\n{before}",
+            snapshot(net, "p1")?
+        );
 
         // ip6tables fallback.
         let p = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--backend", "iptables"])?;
-        wait_until("the ip6tables chain", T, || Ok(snapshot(net, "p1")?.contains("-A SRV6PIPES -d fc00:f1::/80 -p tcp")))?;
+        wait_until("the ip6tables chain", T, || {
+            Ok(snapshot(net, "p1")?.contains("-A SRV6PIPES -d fc00:f1::/80 -p tcp"))
+        })?;
         let during = snapshot(net, "p1")?;
         ensure!(during.contains("-A PREROUTING -j SRV6PIPES") && during.contains("TPROXY --on-port 5001"), "{during}");
         let out = p.stop()?;
@@ -387,8 +433,26 @@ fn datapath_is_installed_and_removed_exactly() {
         drop(p);
 
         // setup --print shows the commands and applies nothing.
-        let out = net.run("p1", [proxy_bin()?.display().to_string().as_str(), "setup", "--print", "--prefix", "fc00:f1::/80", "--port", "5001", "--ingress", "eth0"])?;
-        for want in ["sysctl -w net.ipv6.conf.eth0.seg6_enabled=1", "ip -6 rule add fwmark 1 lookup 100", "ip -6 route add local ::/0 dev lo table 100", "tproxy to :5001"] {
+        let out = net.run(
+            "p1",
+            [
+                proxy_bin()?.display().to_string().as_str(),
+                "setup",
+                "--print",
+                "--prefix",
+                "fc00:f1::/80",
+                "--port",
+                "5001",
+                "--ingress",
+                "eth0",
+            ],
+        )?;
+        for want in [
+            "sysctl -w net.ipv6.conf.eth0.seg6_enabled=1",
+            "ip -6 rule add fwmark 1 lookup 100",
+            "ip -6 route add local ::/0 dev lo table 100",
+            "tproxy to :5001",
+        ] {
             ensure!(out.stdout.contains(want), "setup --print lacks {want:?}:\n{out}");
         }
         ensure!(snapshot(net, "p1")? == before, "setup --print changed the datapath");
@@ -405,16 +469,25 @@ fn a_client_reusing_its_port_is_not_stalled_by_time_wait() {
         let c = Chain::start(net)?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tcp_semantics.py");
         let script_s = script.display().to_string();
-        let server = net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
+        let server =
+            net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &TCP_PORT.to_string()]).spawn()?;
         wait_until("the TCP server", T, || Ok(server.stdout().contains("listening")))?;
         let out = c
-            .srv6run(XOR_CHAIN, &["/usr/bin/python3", &script_s, "reuse", SERVER, &TCP_PORT.to_string(), "40123", "10"])?
+            .srv6run(
+                XOR_CHAIN,
+                &["/usr/bin/python3", &script_s, "reuse", SERVER, &TCP_PORT.to_string(), "40123", "10"],
+            )?
             .timeout(T)
             .run()?;
         ensure!(out.stdout.contains("reuse-ok 10"), "{out}");
         for p in [&c.p1, &c.p2] {
             let tw = net.run(p.host(), ["ss", "-H", "-tan", "state", "time-wait"])?;
-            ensure!(!tw.stdout.contains(":40123"), "{} kept a TIME_WAIT socket for the client's port:\n{}", p.host(), tw.stdout);
+            ensure!(
+                !tw.stdout.contains(":40123"),
+                "{} kept a TIME_WAIT socket for the client's port:\n{}",
+                p.host(),
+                tw.stdout
+            );
         }
         Ok(())
     });

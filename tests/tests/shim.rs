@@ -169,7 +169,10 @@ fn tcp_fast_open_is_steered() {
         ensure!(out.stdout.starts_with("HTTP/1.1 200"), "the Fast Open request is answered: {out}");
         capture.wait_for("the steered SYN", SETTLE_TIMEOUT, |p| env.steered_syns(p) >= 1)?;
         let events = log_events(&log)?;
-        ensure!(events.iter().any(|e| e["event"] == "sendto" && e["action"] == "attached"), "sendto steered: {events:?}");
+        ensure!(
+            events.iter().any(|e| e["event"] == "sendto" && e["action"] == "attached"),
+            "sendto steered: {events:?}"
+        );
         Ok(())
     });
 }
@@ -228,7 +231,10 @@ fn fail_closed_refuses_the_connection_with_the_kernels_errno() {
         let (out, arrived, events) = curl_starved(net, "closed")?;
         // curl's exit code 7: failed to connect.
         ensure!(out.status.code() == Some(7) && !arrived, "curl must fail to connect: {out}");
-        ensure!(events.iter().any(|e| e["action"] == "refused" && e["errno"] == libc::ENOBUFS), "refusal logged: {events:?}");
+        ensure!(
+            events.iter().any(|e| e["action"] == "refused" && e["errno"] == libc::ENOBUFS),
+            "refusal logged: {events:?}"
+        );
         Ok(())
     });
 }
@@ -240,9 +246,15 @@ fn name_rule_steers_only_connections_to_that_name() {
         // `ip netns exec` mounts the namespace's own hosts file over /etc/hosts.
         net.etc_file("client", "hosts", &format!("{} www.srv6.test\n", env.service))?;
         let policy = net.path("policy.toml");
-        std::fs::write(&policy, format!("[[rule]]\nname = \"www.srv6.test\"\nsegments = [\"{}\", \"{}\"]\n", env.r1, env.r2))?;
+        std::fs::write(
+            &policy,
+            format!("[[rule]]\nname = \"www.srv6.test\"\nsegments = [\"{}\", \"{}\"]\n", env.r1, env.r2),
+        )?;
         let capture = net.capture("r2", "eth0")?;
-        for (url, tag) in [(format!("http://www.srv6.test:{PORT}/{SMALL}"), "by-name"), (format!("http://[{}]:{PORT}/{SMALL}", env.service), "by-addr")] {
+        for (url, tag) in [
+            (format!("http://www.srv6.test:{PORT}/{SMALL}"), "by-name"),
+            (format!("http://[{}]:{PORT}/{SMALL}", env.service), "by-addr"),
+        ] {
             let download = net.path(tag);
             let argv = env.srv6run(&["--policy", policy.to_str().context("path")?], &[]);
             let argv: Vec<String> = argv.into_iter().chain(curl(&url, &download)).collect();
@@ -263,14 +275,21 @@ fn udp_rule_steers_dig_queries() {
         let policy = net.path("policy.toml");
         std::fs::write(
             &policy,
-            format!("[[rule]]\ndst = \"{}\"\nport = 53\nproto = \"udp\"\nsegments = [\"{}\", \"{}\"]\n", env.service, env.r1, env.r2),
+            format!(
+                "[[rule]]\ndst = \"{}\"\nport = 53\nproto = \"udp\"\nsegments = [\"{}\", \"{}\"]\n",
+                env.service, env.r1, env.r2
+            ),
         )?;
         let capture = net.capture("r2", "eth0")?;
         // No DNS server answers: dig times out after one try; the query crossing r2 is what counts.
-        let argv = env.srv6run(&["--policy", policy.to_str().context("path")?], &["dig", "+tries=1", "+time=1", &format!("@{}", env.service), "srv6.test", "AAAA"]);
+        let argv = env.srv6run(
+            &["--policy", policy.to_str().context("path")?],
+            &["dig", "+tries=1", "+time=1", &format!("@{}", env.service), "srv6.test", "AAAA"],
+        );
         net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
         let udp_steered = |p: &[Packet]| {
-            p.iter().any(|p| p.tcp.is_none() && p.srh.as_ref().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]))
+            p.iter()
+                .any(|p| p.tcp.is_none() && p.srh.as_ref().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]))
         };
         capture.wait_for("a steered DNS query", SETTLE_TIMEOUT, udp_steered)?;
         Ok(())
@@ -281,7 +300,10 @@ fn udp_rule_steers_dig_queries() {
 fn build_c_program(dir: &Path, name: &str, static_link: bool, marker: &Path) -> Result<PathBuf> {
     let src = dir.join(format!("{name}.c"));
     let bin = dir.join(name);
-    std::fs::write(&src, format!("#include <stdio.h>\nint main(void) {{ return fopen(\"{}\", \"w\") ? 0 : 1; }}\n", marker.display()))?;
+    std::fs::write(
+        &src,
+        format!("#include <stdio.h>\nint main(void) {{ return fopen(\"{}\", \"w\") ? 0 : 1; }}\n", marker.display()),
+    )?;
     let mut gcc = std::process::Command::new("gcc");
     if static_link {
         gcc.arg("-static");
@@ -292,7 +314,10 @@ fn build_c_program(dir: &Path, name: &str, static_link: bool, marker: &Path) -> 
 }
 
 fn run_srv6run(program: &Path) -> Result<std::process::Output> {
-    Ok(std::process::Command::new(binaries::path("srv6run")?).args(["--segs", "fc00::1", "--"]).arg(program).output()?)
+    Ok(std::process::Command::new(binaries::path("srv6run")?)
+        .args(["--segs", "fc00::1", "--"])
+        .arg(program)
+        .output()?)
 }
 
 #[test]

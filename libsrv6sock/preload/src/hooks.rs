@@ -222,7 +222,8 @@ pub unsafe extern "C" fn sendto(
     let real = real_fn!(real::SENDTO, SendtoFn);
     if !addr.is_null() {
         // SAFETY: `addr`/`len` come from the caller of sendto().
-        if let Outcome::Fail(e) = guarded(|| unsafe { steer("sendto", fd, addr, len, flags & libc::MSG_FASTOPEN != 0) }) {
+        if let Outcome::Fail(e) = guarded(|| unsafe { steer("sendto", fd, addr, len, flags & libc::MSG_FASTOPEN != 0) })
+        {
             set_errno(e);
             return -1;
         }

@@ -45,9 +45,8 @@ fn open_log(target: &str) -> Result<RawFd, String> {
     }
     let path = std::ffi::CString::new(target).map_err(|_| "path contains a NUL byte".to_string())?;
     // SAFETY: `path` is a valid C string; the returned descriptor is owned by the shim for the process life.
-    let fd = unsafe {
-        libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o644)
-    };
+    let fd =
+        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o644) };
     if fd < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }

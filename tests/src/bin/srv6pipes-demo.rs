@@ -6,9 +6,9 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use libsrv6sock::sid::SidLayout;
 use srv6pipes_tests::decode::{flags, read_pcap, Packet};
 use srv6pipes_tests::http::{sha256_file, HttpServer};
-use libsrv6sock::sid::SidLayout;
 use srv6pipes_tests::proxy::Proxy;
 use srv6pipes_tests::{binaries, Capture, Net};
 
@@ -74,7 +74,10 @@ fn steering() -> Result<()> {
     let segs = format!("{r1},{r2}");
 
     println!("\n$ srv6run --segs {segs} --explain -- curl {url}");
-    let explain = net.run("client", [srv6run()?, "--segs".into(), segs.clone(), "--explain".into(), "--".into(), "curl".into(), url.clone()])?;
+    let explain = net.run(
+        "client",
+        [srv6run()?, "--segs".into(), segs.clone(), "--explain".into(), "--".into(), "curl".into(), url.clone()],
+    )?;
     print!("{}", explain.stdout);
 
     for steered in [true, false] {
@@ -82,7 +85,8 @@ fn steering() -> Result<()> {
         let at_r2 = net.capture("r2", "eth0")?;
         let out = net.path("download");
         let curl = ["curl", "-sS", "-g", "--noproxy", "*", "-o", out.to_str().context("path")?, &url].map(String::from);
-        let mut argv: Vec<String> = if steered { vec![srv6run()?, "--segs".into(), segs.clone(), "--".into()] } else { vec![] };
+        let mut argv: Vec<String> =
+            if steered { vec![srv6run()?, "--segs".into(), segs.clone(), "--".into()] } else { vec![] };
         argv.extend(curl);
         println!("\n$ {}", argv.join(" ").replace(&srv6run()?, "srv6run"));
         net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;

@@ -161,7 +161,9 @@ impl<'a> M1<'a> {
         std::fs::write(&rules_path, rules)?;
         net.cmd("m1", ["nft", "-f"]).arg(&rules_path).timeout(T).run()?;
         let mut proc = net.cmd("m1", ["haproxy", "-db", "-f"]).arg(&cfg_path).spawn()?;
-        proc.wait_until("haproxy to listen", T, |_| Ok(net.wait_for_tcp_port("m1", HAPROXY_PORT, Duration::ZERO).is_ok()))?;
+        proc.wait_until("haproxy to listen", T, |_| {
+            Ok(net.wait_for_tcp_port("m1", HAPROXY_PORT, Duration::ZERO).is_ok())
+        })?;
         self.proc = Some(proc);
         self.pids = pids_named(net, "m1", "haproxy")?;
         if self.pids.is_empty() {
