@@ -37,7 +37,7 @@ fn getsockopt_bytes(fd: BorrowedFd<'_>, opt: libc::c_int, buf: &mut [u8]) -> io:
     }
 }
 
-/// Make `fd` send every packet with the SRH `srh` (bytes as emitted by [`crate::srh::SrhRepr::emit`]).
+/// Make `fd` send every packet with the SRH `srh` (bytes as emitted by [`crate::wire::srh::SrhRepr::emit`]).
 /// Set it before `connect()` so the SYN carries it; Linux then rewrites `segments[0]` with the peer address.
 pub fn set_srh(fd: BorrowedFd<'_>, srh: &[u8]) -> io::Result<()> {
     setsockopt_bytes(fd, IPV6_RTHDR, srh)

@@ -24,9 +24,9 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::prefix::Ipv6Prefix;
-use crate::srh::SrhRepr;
-use crate::tlv::TlvRepr;
+use crate::wire::prefix::Ipv6Prefix;
+use crate::wire::srh::SrhRepr;
+use crate::wire::tlv::TlvRepr;
 
 /// Environment variable: comma-separated waypoints for every TCP destination (a catch-all first rule).
 pub const ENV_SEGS: &str = "SRV6_SEGS";
@@ -178,7 +178,7 @@ impl Path {
     }
 
     /// The SRH that steers a connection to `destination` along this path.
-    pub fn srh(&self, destination: Ipv6Addr) -> Result<SrhRepr, crate::Error> {
+    pub fn srh(&self, destination: Ipv6Addr) -> Result<SrhRepr, crate::wire::Error> {
         let mut srh = SrhRepr::for_path(destination, &self.segments)?;
         srh.tag = self.tag;
         srh.flags = self.flags;

@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 use std::os::fd::AsFd;
 
 use libsrv6sock::attach;
-use libsrv6sock::srh::{Srh, SrhRepr};
-use libsrv6sock::tlv::TlvRepr;
+use libsrv6sock::wire::srh::{Srh, SrhRepr};
+use libsrv6sock::wire::tlv::TlvRepr;
 use proptest::prelude::*;
 use socket2::{Domain, Socket, Type};
 

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
-use libsrv6sock::prefix::Ipv6Prefix;
-use libsrv6sock::sid::SidLayout;
+use libsrv6sock::wire::prefix::Ipv6Prefix;
+use libsrv6sock::wire::sid::SidLayout;
 use serde::Deserialize;
 
 use crate::datapath::{Backend, DatapathConfig};

@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use libsrv6sock::prefix::Ipv6Prefix;
+use libsrv6sock::wire::prefix::Ipv6Prefix;
 
 /// Packet-filter backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libsrv6sock::attach;
-use libsrv6sock::prefix::Ipv6Prefix;
-use libsrv6sock::sid::SidLayout;
-use libsrv6sock::srh::{SrhRepr, NEXT_HEADER_NONE};
+use libsrv6sock::wire::prefix::Ipv6Prefix;
+use libsrv6sock::wire::sid::SidLayout;
+use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -47,7 +47,7 @@ pub enum Refusal {
     #[error("the SYN carried no SRH")]
     NoSrh,
     #[error("malformed SRH: {0}")]
-    Malformed(#[from] libsrv6sock::Error),
+    Malformed(#[from] libsrv6sock::wire::Error),
     #[error("no segment of the SRH is in this proxy's prefixes")]
     NotOurs,
     #[error("SID {sid} names function {function}, which no loaded module provides")]
@@ -310,7 +310,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libsrv6sock::tlv::TlvRepr;
+    use libsrv6sock::wire::tlv::TlvRepr;
 
     fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()

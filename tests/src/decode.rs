@@ -7,8 +7,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use etherparse::{Ipv6ExtensionSlice, NetSlice, SlicedPacket, TransportSlice};
-use libsrv6sock::srh::{Srh, SrhRepr, ROUTING_TYPE_SRH};
-use libsrv6sock::tlv::TlvRepr;
+use libsrv6sock::wire::srh::{Srh, SrhRepr, ROUTING_TYPE_SRH};
+use libsrv6sock::wire::tlv::TlvRepr;
 
 /// TCP flag bits (low byte of the flags field).
 pub mod flags {

@@ -8,7 +8,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::tlv::TYPE_RETURN_PATH;
+use libsrv6sock::wire::tlv::TYPE_RETURN_PATH;
 use serde_json::Value;
 use srv6pipes_tests::decode::{flags, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};

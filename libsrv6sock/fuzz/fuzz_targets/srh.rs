@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use libsrv6sock::srh::{Srh, SrhRepr};
+use libsrv6sock::wire::srh::{Srh, SrhRepr};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(view) = Srh::new_checked(data) else { return };

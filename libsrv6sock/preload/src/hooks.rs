@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use libc::{addrinfo, c_char, c_int, msghdr, sockaddr, socklen_t, ssize_t};
 use libsrv6sock::attach;
 use libsrv6sock::policy::{FailMode, Proto, Rule};
-use libsrv6sock::srh::{self, Srh};
+use libsrv6sock::wire::srh::{self, Srh};
 
 use crate::log::{self, Action};
 use crate::state::{self, Shim, State};

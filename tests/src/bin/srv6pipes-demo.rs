@@ -6,7 +6,7 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::sid::SidLayout;
+use libsrv6sock::wire::sid::SidLayout;
 use srv6pipes_tests::decode::{flags, read_pcap, Packet};
 use srv6pipes_tests::http::{sha256_file, HttpServer};
 use srv6pipes_tests::proxy::Proxy;

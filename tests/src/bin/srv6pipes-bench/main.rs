@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use libsrv6sock::sid::SidLayout;
+use libsrv6sock::wire::sid::SidLayout;
 use srv6pipes_tests::{http, Cmd, Net, Proc};
 
 use crate::m1::{M1, PROXY_PREFIX, SERVER};

@@ -6,7 +6,7 @@
 
 use std::net::Ipv6Addr;
 
-use crate::Error;
+use super::Error;
 
 /// TLV type of Pad1 (a single zero byte, no length).
 pub const TYPE_PAD1: u8 = 0;

@@ -6,8 +6,8 @@
 
 use std::net::Ipv6Addr;
 
-use crate::prefix::{mask, Ipv6Prefix};
-use crate::Error;
+use super::prefix::{mask, Ipv6Prefix};
+use super::Error;
 
 /// Widths, in bits, of the locator, function and argument parts of a SID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

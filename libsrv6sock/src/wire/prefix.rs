@@ -4,8 +4,6 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
-use serde::{Deserialize, Deserializer};
-
 /// An IPv6 prefix; the address is stored with its host bits cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ipv6Prefix {
@@ -75,9 +73,11 @@ impl fmt::Display for Ipv6Prefix {
     }
 }
 
-impl<'de> Deserialize<'de> for Ipv6Prefix {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
+/// Read from a string such as `"fc00:f1::/80"` (policy files, proxy configuration).
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Ipv6Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
     }
 }

@@ -15,8 +15,8 @@
 
 use std::net::Ipv6Addr;
 
-use crate::tlv::{self, TlvIter, TlvRepr};
-use crate::Error;
+use super::tlv::{self, TlvIter, TlvRepr};
+use super::Error;
 
 /// Routing type of the Segment Routing Header.
 pub const ROUTING_TYPE_SRH: u8 = 4;
