@@ -134,7 +134,7 @@ impl<'a> M1<'a> {
     fn start_haproxy(&mut self) -> Result<()> {
         let net = self.net;
         let cfg_path = net.dir().join("haproxy.cfg");
-        // As shared/reference/perf-baseline/configs/haproxy.cfg (copy mode), in the foreground.
+        // The pre-project baseline's HAProxy configuration (copy mode), in the foreground.
         let cfg = format!(
             "global\n    nbthread {w}\n    maxconn 4000\n    log stderr format short local0 warning\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\
