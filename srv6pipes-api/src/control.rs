@@ -207,6 +207,13 @@ pub struct Stats {
     pub bytes_down: u64,
 }
 
+/// As its JSON object, one line (what `ctl --json stats` shows under `stats`).
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&serde_json::to_string(self).map_err(|_| fmt::Error)?)
+    }
+}
+
 /// A function of a loaded module.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionInfo {
@@ -454,6 +461,7 @@ mod tests {
         round_trip(FlowsReply { flows: vec![flow(), Flow { state: FlowState::Connecting, ..flow() }] });
         round_trip(FlowsReply { flows: vec![] });
         round_trip(StatsReply { stats: stats() });
+        assert!(stats().to_string().starts_with(r#"{"uptime_s":1,"workers":2,"#), "{}", stats());
         round_trip(ModulesReply { modules: modules() });
         round_trip(VersionReply { version: "0.1.0".into(), abi_version: 1 });
         round_trip(LoadReply { module: "hex".into() });

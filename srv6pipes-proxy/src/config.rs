@@ -32,6 +32,7 @@ use serde::Deserialize;
 
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
+use crate::relay::RelayConfig;
 
 /// Default control socket.
 pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
@@ -198,10 +199,12 @@ impl ProxyArgs {
                 connect_timeout: Duration::from_millis(
                     self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000),
                 ),
-                buffer_size,
-                splice: !self.no_splice && file.splice.unwrap_or(true),
-                pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 keep_client_port: file.keep_client_port.unwrap_or(true),
+                relay: RelayConfig {
+                    buffer_size,
+                    splice: !self.no_splice && file.splice.unwrap_or(true),
+                    pipe_size: file.pipe_size.unwrap_or(256 * 1024),
+                },
             },
             workers,
             control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
@@ -227,7 +230,7 @@ mod tests {
         assert_eq!(c.datapath.port, 6000);
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
-        assert!(!c.flow.splice);
+        assert!(!c.flow.relay.splice);
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -10,7 +10,7 @@ use crate::config::ProxyConfig;
 use crate::flow::{self, Shared};
 use crate::module::Registry;
 use crate::stats::FlowTable;
-use crate::{control, datapath};
+use crate::{builtin, control, datapath};
 
 fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -58,7 +58,8 @@ async fn run_main(cfg: ProxyConfig) -> anyhow::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
 
-    let registry = Registry::with_builtins();
+    let registry = Registry::default();
+    registry.add_builtin(&builtin::MODULE).context("the built-in module")?;
     for m in &cfg.modules {
         registry.load(m).with_context(|| format!("loading module {}", m.display()))?;
     }
@@ -111,7 +112,7 @@ async fn run_main(cfg: ProxyConfig) -> anyhow::Result<()> {
         prefixes = ?cfg.datapath.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         workers = cfg.workers,
         control = %cfg.control.display(),
-        splice = cfg.flow.splice,
+        splice = cfg.flow.relay.splice,
         "srv6pipes-proxy ready"
     );
 
