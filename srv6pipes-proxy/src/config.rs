@@ -90,9 +90,55 @@ pub struct ProxyArgs {
     pub no_splice: bool,
 }
 
-/// The TOML file.
+/// Why the settings are not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid.
+    #[error("{}: {source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// No function prefix given.
+    #[error("no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file")]
+    NoPrefix,
+    /// No listener port given.
+    #[error("no listener port: give --port or `port`")]
+    NoPort,
+    /// Port 0.
+    #[error("port 0 is not a listener port")]
+    PortZero,
+    /// The SID layout does not parse or does not fit.
+    #[error("SID layout {layout:?}: {reason}")]
+    Layout {
+        /// As given.
+        layout: String,
+        /// Why.
+        reason: String,
+    },
+    /// Worker count out of range.
+    #[error("workers must be 1 to 1024")]
+    Workers,
+    /// Buffer size out of range.
+    #[error("buffer size must be 1 KiB to 64 MiB")]
+    BufferSize,
+}
+
+/// The TOML file: the keys are the long options' names (see the module's example), plus `setup`,
+/// `rule_pref`, `splice`, `pipe_size`, `keep_client_port` and `backlog`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)] // Each key is its option's, documented in srv6pipes-proxy(8).
 pub struct FileConfig {
     pub prefixes: Option<Vec<Ipv6Prefix>>,
     pub port: Option<u16>,
@@ -118,46 +164,52 @@ pub struct FileConfig {
 /// Resolved settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// What the datapath needs.
     pub datapath: DatapathConfig,
+    /// What each flow needs.
     pub flow: FlowConfig,
+    /// Worker threads.
     pub workers: usize,
+    /// Control socket path.
     pub control: PathBuf,
+    /// Modules to load at start.
     pub modules: Vec<PathBuf>,
+    /// Install and remove the datapath.
     pub setup: bool,
+    /// Listen backlog of each worker's listener.
     pub backlog: i32,
 }
 
 /// Parse `80/16/32` (also `80,16,32`).
-pub fn parse_layout(s: &str) -> anyhow::Result<SidLayout> {
+pub fn parse_layout(s: &str) -> Result<SidLayout, ConfigError> {
+    let bad = |reason: String| ConfigError::Layout { layout: s.into(), reason };
     let parts: Vec<&str> = s.split(['/', ',', ':']).map(str::trim).collect();
     let [l, f, a] = parts.as_slice() else {
-        anyhow::bail!("SID layout {s:?}: expected LOCATOR/FUNCTION/ARGUMENT bits, e.g. 80/16/32");
+        return Err(bad("expected LOCATOR/FUNCTION/ARGUMENT bits, e.g. 80/16/32".into()));
     };
-    let n = |x: &str| x.parse::<u8>().map_err(|_| anyhow::anyhow!("SID layout {s:?}: {x:?} is not a bit count"));
-    Ok(SidLayout::new(n(l)?, n(f)?, n(a)?)?)
+    let n = |x: &str| x.parse::<u8>().map_err(|_| bad(format!("{x:?} is not a bit count")));
+    SidLayout::new(n(l)?, n(f)?, n(a)?).map_err(|e| bad(e.to_string()))
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
 }
 
 impl ProxyArgs {
     /// Merge flags over the config file over defaults.
-    pub fn resolve(&self) -> anyhow::Result<ProxyConfig> {
+    pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = match &self.config {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
         let prefixes = if self.prefixes.is_empty() { file.prefixes.unwrap_or_default() } else { self.prefixes.clone() };
         if prefixes.is_empty() {
-            anyhow::bail!(
-                "no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file"
-            );
+            return Err(ConfigError::NoPrefix);
         }
-        let port = self.port.or(file.port).ok_or_else(|| anyhow::anyhow!("no listener port: give --port or `port`"))?;
+        let port = self.port.or(file.port).ok_or(ConfigError::NoPort)?;
         if port == 0 {
-            anyhow::bail!("port 0 is not a listener port");
+            return Err(ConfigError::PortZero);
         }
         let ingress = if self.ingress.is_empty() { file.ingress.unwrap_or_default() } else { self.ingress.clone() };
         let layout = match self.sid_layout.as_deref().or(file.sid_layout.as_deref()) {
@@ -174,11 +226,11 @@ impl ProxyArgs {
             .or(file.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         if workers == 0 || workers > 1024 {
-            anyhow::bail!("workers must be 1 to 1024");
+            return Err(ConfigError::Workers);
         }
         let buffer_size = self.buffer_size.or(file.buffer_size).unwrap_or(65536);
         if !(1024..=64 << 20).contains(&buffer_size) {
-            anyhow::bail!("buffer size must be 1 KiB to 64 MiB");
+            return Err(ConfigError::BufferSize);
         }
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());

@@ -180,7 +180,7 @@ fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
         }
         CtlCmd::Unload { name } => Request::Unload { name: name.clone() },
     };
-    let line = exchange(&control, &req, Duration::from_secs(10))?;
+    let line = exchange(&control, &req, Duration::from_secs(10)).context("talking to the proxy")?;
     match cmd {
         CtlCmd::Flows => reply(&line, raw, print_flows),
         CtlCmd::Stats => reply(&line, raw, print_stats),
@@ -197,7 +197,7 @@ fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
 
 /// `setup --print [--teardown]`: the commands of the plan's steps, then those removing them, newest first.
 fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
-    let cfg = proxy.resolve()?;
+    let cfg = proxy.resolve().context("configuration")?;
     let backend = datapath::resolve_backend(cfg.datapath.backend).unwrap_or(datapath::Backend::Nft);
     let steps = cfg.datapath.plan(backend)?;
     for cmd in steps.iter().flat_map(Step::install) {
@@ -209,6 +209,13 @@ fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
             println!("{cmd}");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run the proxy until a signal.
+fn run(args: &ProxyArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve().context("configuration")?;
+    srv6pipes_proxy::proxy::run(cfg)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -226,7 +233,7 @@ fn main() -> ExitCode {
         }
         None => {
             init_logs(cli.verbose);
-            cli.proxy.resolve().and_then(srv6pipes_proxy::proxy::run).map(|()| ExitCode::SUCCESS)
+            run(&cli.proxy)
         }
     };
     match result {
