@@ -134,30 +134,47 @@ pub enum ConfigError {
     BufferSize,
 }
 
-/// The TOML file: the keys are the long options' names (see the module's example), plus `setup`,
-/// `rule_pref`, `splice`, `pipe_size`, `keep_client_port` and `backlog`.
+/// The TOML file (keys as in the module's example; flags override them).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(missing_docs)] // Each key is its option's, documented in srv6pipes-proxy(8).
 pub struct FileConfig {
+    /// As `--prefix`.
     pub prefixes: Option<Vec<Ipv6Prefix>>,
+    /// As `--port`.
     pub port: Option<u16>,
+    /// As `--ingress`.
     pub ingress: Option<Vec<String>>,
+    /// As `--workers`.
     pub workers: Option<usize>,
+    /// As `--sid-layout`.
     pub sid_layout: Option<String>,
+    /// As `--control`.
     pub control: Option<PathBuf>,
+    /// As `--module`, loaded before those.
     pub modules: Option<Vec<PathBuf>>,
+    /// `false` as `--no-setup`.
     pub setup: Option<bool>,
+    /// As `--backend`.
     pub backend: Option<Backend>,
+    /// As `--mark`.
     pub mark: Option<u32>,
+    /// As `--table`.
     pub table: Option<u32>,
+    /// Priority of the `ip -6 rule` [default: 100].
     pub rule_pref: Option<u32>,
+    /// As `--nft-table`.
     pub nft_table: Option<String>,
+    /// As `--connect-timeout-ms`.
     pub connect_timeout_ms: Option<u64>,
+    /// As `--buffer-size`.
     pub buffer_size: Option<usize>,
+    /// `false` as `--no-splice`.
     pub splice: Option<bool>,
+    /// Pipe size for splice(2) [default: 262144].
     pub pipe_size: Option<usize>,
+    /// Bind the outbound leg to the client's port [default: true].
     pub keep_client_port: Option<bool>,
+    /// Listen backlog [default: 4096].
     pub backlog: Option<i32>,
 }
 

@@ -121,3 +121,61 @@ async fn client(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
         w.write_all(answer(&line, shared).as_bytes()).await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use srv6pipes_api::abi::Direction;
+    use srv6pipes_api::control::{decode_reply, ControlError};
+
+    use super::*;
+    use crate::flow::FlowConfig;
+    use crate::module::Registry;
+    use crate::relay::RelayConfig;
+    use crate::stats::FlowTable;
+
+    fn shared() -> Shared {
+        let registry = Registry::default();
+        registry.add_builtin(&crate::builtin::MODULE).unwrap();
+        Shared {
+            cfg: FlowConfig {
+                prefixes: vec!["fc00:f1::/80".parse().unwrap()],
+                layout: Default::default(),
+                connect_timeout: Duration::from_secs(1),
+                keep_client_port: true,
+                relay: RelayConfig { buffer_size: 4096, splice: true, pipe_size: 65536 },
+            },
+            registry,
+            flows: FlowTable::new(2),
+        }
+    }
+
+    #[test]
+    fn answers_decode_as_the_reply_types() {
+        let sh = shared();
+        let v: VersionReply = decode_reply(&answer("version", &sh)).unwrap();
+        assert_eq!((v.version.as_str(), v.abi_version), (env!("CARGO_PKG_VERSION"), ABI_VERSION));
+        let m: ModulesReply = decode_reply(&answer(r#"{"cmd":"modules"}"#, &sh)).unwrap();
+        let b = &m.modules[0];
+        assert!(b.builtin && b.name == "builtin" && b.path.is_none());
+        let dirs: Vec<(&str, &[Direction])> =
+            b.functions.iter().map(|f| (f.name.as_str(), &f.directions[..])).collect();
+        assert_eq!(dirs, [("copy", &[][..]), ("xor", &Direction::BOTH[..])]);
+        let s: StatsReply = decode_reply(&answer("stats", &sh)).unwrap();
+        assert_eq!((s.stats.workers, s.stats.accepted), (2, 0));
+        let f: FlowsReply = decode_reply(&answer("flows", &sh)).unwrap();
+        assert!(f.flows.is_empty());
+        for (line, want) in [
+            ("unload builtin", "built in"),
+            ("unload nope", "no module named"),
+            ("load /nonexistent.so", "/nonexistent.so"),
+            ("dance", "bad request"),
+        ] {
+            match decode_reply::<UnloadReply>(&answer(line, &sh)) {
+                Err(ControlError::Refused(e)) => assert!(e.contains(want), "{line}: {e}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
+}

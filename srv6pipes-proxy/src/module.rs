@@ -23,32 +23,96 @@ use srv6pipes_api::function::Progress;
 
 /// Why a module could not be loaded or unloaded, or a function failed.
 #[derive(Debug, thiserror::Error)]
-#[allow(missing_docs)] // The messages say what each variant and field is.
 pub enum ModuleError {
+    /// `dlopen` failed.
     #[error("dlopen {}: {reason}", path.display())]
-    Open { path: PathBuf, reason: String },
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// `dlerror()`.
+        reason: String,
+    },
+    /// The module does not export its descriptor.
     #[error("{}: no symbol {symbol}: {reason}", path.display())]
-    Symbol { path: PathBuf, symbol: &'static str, reason: String },
+    Symbol {
+        /// The file.
+        path: PathBuf,
+        /// The symbol looked up.
+        symbol: &'static str,
+        /// `dlerror()`.
+        reason: String,
+    },
+    /// The module implements another ABI version.
     #[error("module {module}: ABI version {found}, this proxy implements {ABI_VERSION}")]
-    AbiVersion { module: String, found: u32 },
+    AbiVersion {
+        /// The module.
+        module: String,
+        /// Its `abi_version`.
+        found: u32,
+    },
+    /// The descriptor breaks the ABI's rules.
     #[error("module {module}: {reason}")]
-    Invalid { module: String, reason: String },
+    Invalid {
+        /// The module.
+        module: String,
+        /// Which rule.
+        reason: String,
+    },
+    /// A module of that name is loaded.
     #[error("module name {0:?} is already loaded")]
     DuplicateModule(String),
+    /// A loaded function has the same number.
     #[error("function {id} ({name}) of module {module} is already provided by {other}")]
-    DuplicateFunction { module: String, id: u64, name: String, other: String },
+    DuplicateFunction {
+        /// The module being loaded.
+        module: String,
+        /// The function number.
+        id: u64,
+        /// The function's name.
+        name: String,
+        /// `module:function` that has the number.
+        other: String,
+    },
+    /// A function's `init` failed.
     #[error("function {name} of module {module}: init failed ({code})")]
-    Init { module: String, name: String, code: c_int },
+    Init {
+        /// The module.
+        module: String,
+        /// The function.
+        name: String,
+        /// What `init` returned.
+        code: c_int,
+    },
+    /// No module of that name is loaded.
     #[error("no module named {0:?} is loaded")]
     NotLoaded(String),
+    /// Built-in modules stay.
     #[error("module {0:?} is built in and cannot be unloaded")]
     BuiltIn(String),
+    /// A function's `spawn` refused the flow.
     #[error("function {name}: spawn failed ({code})")]
-    Spawn { name: String, code: c_int },
+    Spawn {
+        /// The function.
+        name: String,
+        /// What `spawn` returned.
+        code: c_int,
+    },
+    /// A function's `process` failed.
     #[error("function {name}: process failed ({code})")]
-    Process { name: String, code: c_int },
+    Process {
+        /// The function.
+        name: String,
+        /// What `process` returned.
+        code: c_int,
+    },
+    /// A function's `process` broke the ABI's contract.
     #[error("function {name}: process broke the ABI contract: {reason}")]
-    Contract { name: String, reason: &'static str },
+    Contract {
+        /// The function.
+        name: String,
+        /// Which rule.
+        reason: &'static str,
+    },
 }
 
 /// A `dlopen` handle, closed on drop.

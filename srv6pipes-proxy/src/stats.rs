@@ -73,22 +73,30 @@ impl From<&FlowEntry> for Flow {
 }
 
 /// Counters since start.
-/// Each counts what the field of the same name in [`Stats`] reports.
+/// Counters since start, each reported by the field of the same name in [`Stats`].
 #[derive(Debug, Default)]
-#[allow(missing_docs)] // Documented once, in `Stats`.
 pub struct Counters {
+    /// Flows accepted.
     pub accepted: AtomicU64,
+    /// Refused: no SRH.
     pub refused_no_srh: AtomicU64,
+    /// Refused: malformed SRH.
     pub refused_malformed: AtomicU64,
+    /// Refused: no SID of ours.
     pub refused_not_ours: AtomicU64,
+    /// Refused: unknown function.
     pub refused_unknown_function: AtomicU64,
+    /// Refused: spawn or socket failure.
     pub refused_spawn: AtomicU64,
+    /// Outbound connections that failed.
     pub connect_failed: AtomicU64,
+    /// Flows ended by FINs.
     pub flows_closed: AtomicU64,
+    /// Flows ended by a reset.
     pub flows_reset: AtomicU64,
-    /// Bytes of closed flows (live flows are added when read).
+    /// Bytes read from clients by closed flows (live flows are added when read).
     pub bytes_up: AtomicU64,
-    /// As `bytes_up`.
+    /// Bytes read from servers by closed flows.
     pub bytes_down: AtomicU64,
 }
 
@@ -103,15 +111,22 @@ pub struct FlowTable {
 
 /// What a flow is: its worker, addresses, SID and function.
 #[derive(Debug)]
-#[allow(missing_docs)] // As the fields of the same names in `srv6pipes_api::control::Flow`.
 pub struct FlowMeta {
+    /// Worker thread running it.
     pub worker: usize,
+    /// The client.
     pub client: SocketAddrV6,
+    /// The final destination.
     pub server: SocketAddrV6,
+    /// Our SID that steered it.
     pub sid: Ipv6Addr,
+    /// Function name.
     pub function: Arc<str>,
+    /// Module providing the function.
     pub module: Arc<str>,
+    /// Function number.
     pub function_id: u64,
+    /// Argument bits of the SID.
     pub argument: u64,
 }
 
