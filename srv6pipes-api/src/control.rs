@@ -26,12 +26,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     /// Connecting, writing or reading failed.
-    #[error("control socket {}: {source}", path.display())]
+    #[error("control socket {}: {error}", path.display())]
     Socket {
         /// The socket's path.
         path: PathBuf,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The proxy closed the connection before replying.
     #[error("control socket {}: closed without a reply", path.display())]
@@ -41,13 +41,19 @@ pub enum ControlError {
     },
     /// A line is not the expected JSON message (missing or mistyped member, not JSON…).
     #[error("malformed control message: {0}")]
-    Malformed(#[from] serde_json::Error),
+    Malformed(serde_json::Error),
     /// A request line names no known command.
     #[error("unknown request {0:?}: flows, stats, modules, version, load PATH, unload NAME")]
     UnknownRequest(String),
     /// The proxy answered `"ok":false`.
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<serde_json::Error> for ControlError {
+    fn from(e: serde_json::Error) -> Self {
+        ControlError::Malformed(e)
+    }
 }
 
 /// A request.
@@ -335,7 +341,7 @@ pub fn decode_reply<T: DeserializeOwned>(line: &str) -> Result<T, ControlError> 
 /// Send `request` to the control socket at `path` and return the reply line (not decoded, so that a
 /// caller may print it as it came).
 pub fn exchange(path: &Path, request: &Request, timeout: Duration) -> Result<String, ControlError> {
-    let io = |source| ControlError::Socket { path: path.into(), source };
+    let io = |error| ControlError::Socket { path: path.into(), error };
     let mut s = UnixStream::connect(path).map_err(io)?;
     s.set_read_timeout(Some(timeout)).map_err(io)?;
     s.set_write_timeout(Some(timeout)).map_err(io)?;

@@ -94,20 +94,20 @@ pub struct ProxyArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The configuration file cannot be read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The configuration file is not valid.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: toml::de::Error,
+        error: toml::de::Error,
     },
     /// No function prefix given.
     #[error("no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file")]
@@ -209,8 +209,8 @@ pub fn parse_layout(s: &str) -> Result<SidLayout, ConfigError> {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-    toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.into(), error })
 }
 
 impl ProxyArgs {

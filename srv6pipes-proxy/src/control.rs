@@ -21,12 +21,12 @@ pub enum BindError {
     #[error("control socket {} is in use by another process", .0.display())]
     InUse(std::path::PathBuf),
     /// Removing a stale socket, creating its directory, binding or setting its mode failed.
-    #[error("control socket {}: {source}", path.display())]
+    #[error("control socket {}: {error}", path.display())]
     Io {
         /// The socket's path.
         path: std::path::PathBuf,
         /// What failed.
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -59,7 +59,7 @@ pub fn answer(line: &str, shared: &Shared) -> String {
 
 /// Bind the control socket: refuse if another process answers on it, replace a stale file.
 pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
-    let io = |source| BindError::Io { path: path.into(), source };
+    let io = |error| BindError::Io { path: path.into(), error };
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(BindError::InUse(path.into()));

@@ -68,7 +68,7 @@ pub enum Refusal {
         function: u64,
     },
     /// The function's spawn failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Spawn(#[from] ModuleError),
     /// Reading the SRH failed.
     #[error("socket: {0}")]

@@ -148,7 +148,7 @@ fn print_flows(r: FlowsReply) {
 }
 
 fn print_stats(r: StatsReply) {
-    // The counters' names are their field names: print them in the order the type declares them.
+    // The counters' names are their field names (sorted: JSON objects are maps here).
     if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&r.stats) {
         for (name, value) in counters {
             println!("{name:<26} {value}");

@@ -25,7 +25,7 @@ pub enum RunError {
     #[error("the built-in module: {0}")]
     Builtin(ModuleError),
     /// A `--module` did not load.
-    #[error("loading module {}: {source}", path.display())]
+    #[error("loading module {}", path.display())]
     Module {
         /// The module file.
         path: PathBuf,
@@ -33,7 +33,7 @@ pub enum RunError {
         source: ModuleError,
     },
     /// A worker's listener could not be set up.
-    #[error("listener on [::]:{port}: {source}")]
+    #[error("listener on [::]:{port}")]
     Listener {
         /// The port.
         port: u16,
@@ -41,7 +41,7 @@ pub enum RunError {
         source: io::Error,
     },
     /// The datapath could not be installed (what was installed is removed).
-    #[error("installing the datapath (use --no-setup to manage it yourself): {0}")]
+    #[error("installing the datapath (use --no-setup to manage it yourself)")]
     Datapath(#[from] DatapathError),
     /// The control socket could not be bound.
     #[error(transparent)]

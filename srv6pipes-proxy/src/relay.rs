@@ -39,7 +39,7 @@ pub enum RelayError {
         err: io::Error,
     },
     /// The function failed or broke the ABI contract.
-    #[error("{0}")]
+    #[error(transparent)]
     Module(#[from] ModuleError),
     /// The function made no progress.
     #[error("function {0} stalled: no progress (input buffer full, or MORE without output)")]
