@@ -1,7 +1,7 @@
-//! Functions written in Rust: implement [`Function`] and export it with [`srv6pipes_module!`]
+//! Functions written in Rust: implement [`Function`] and export it with [`srv6pipes_module!`](crate::srv6pipes_module!)
 //! from a `cdylib`; the proxy loads the result like a C module (srv6pipes-module(3)).
 //!
-//! ```ignore
+//! ```
 //! use srv6pipes_api::function::{Failure, Function, Progress};
 //! use srv6pipes_api::abi::{Direction, FlowInfo};
 //!
@@ -169,7 +169,7 @@ pub const fn direction_bits(dirs: &[Direction]) -> u32 {
     bits & DIR_BOTH
 }
 
-/// The C descriptor of `F`: its C entry points call the trait's methods (what [`srv6pipes_module!`] lists).
+/// The C descriptor of `F`: its C entry points call the trait's methods (what [`srv6pipes_module!`](crate::srv6pipes_module!) lists).
 pub const fn describe<F: Function>() -> FuncDesc {
     let directions = direction_bits(F::DIRECTIONS);
     FuncDesc {
