@@ -1,6 +1,6 @@
 //! Relay both directions of a flow between the inbound (client) and outbound (server) sockets.
 //!
-//! Each direction is a pump: untransformed directions move bytes with splice(2) through a pipe (no copy
+//! Each direction is a `Leg`: untransformed directions move bytes with splice(2) through a pipe (no copy
 //! to user space) or a plain buffer; transformed ones read into a per-flow input buffer, run the
 //! function's `process`, and write its output. Buffers are allocated once per flow, never per read.
 //!
