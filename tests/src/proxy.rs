@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
-use srv6pipes_api::control::{decode_reply, ControlError, Flow, ModuleInfo, Stats};
+use srv6pipes_api::control::{
+    decode_reply, ControlError, Flow, FlowsReply, ModuleInfo, ModulesReply, Stats, StatsReply,
+};
 
 use crate::{binaries, Net, Output, Proc};
 
@@ -62,17 +64,17 @@ impl Proxy {
 
     /// The counters (`ctl stats`).
     pub fn stats(&self, net: &Net) -> Result<Stats> {
-        Ok(self.ctl_ok::<srv6pipes_api::control::StatsReply>(net, &["stats"])?.stats)
+        Ok(self.ctl_ok::<StatsReply>(net, &["stats"])?.stats)
     }
 
     /// The live flows (`ctl flows`).
     pub fn flows(&self, net: &Net) -> Result<Vec<Flow>> {
-        Ok(self.ctl_ok::<srv6pipes_api::control::FlowsReply>(net, &["flows"])?.flows)
+        Ok(self.ctl_ok::<FlowsReply>(net, &["flows"])?.flows)
     }
 
     /// The loaded modules (`ctl modules`).
     pub fn modules(&self, net: &Net) -> Result<Vec<ModuleInfo>> {
-        Ok(self.ctl_ok::<srv6pipes_api::control::ModulesReply>(net, &["modules"])?.modules)
+        Ok(self.ctl_ok::<ModulesReply>(net, &["modules"])?.modules)
     }
 
     /// The host it runs in.
