@@ -495,6 +495,35 @@ mod tests {
     }
 
     #[test]
+    fn the_client_sends_a_line_and_decodes_the_reply() {
+        let dir = std::env::temp_dir().join(format!("srv6pipes-api-ctl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut got = vec![];
+            for reply in [encode_reply(Ok(&UnloadReply { module: "hex".into(), flows_still_using: 1 })), String::new()]
+            {
+                let (s, _) = listener.accept().unwrap();
+                let mut line = String::new();
+                BufReader::new(&s).read_line(&mut line).unwrap();
+                got.push(line);
+                (&s).write_all(reply.as_bytes()).unwrap();
+            }
+            got
+        });
+        let t = Duration::from_secs(10);
+        let req = Request::Unload { name: "hex".into() };
+        let r: UnloadReply = call(&path, &req, t).unwrap();
+        assert_eq!(r, UnloadReply { module: "hex".into(), flows_still_using: 1 });
+        assert!(matches!(call::<UnloadReply>(&path, &req, t), Err(ControlError::NoReply { .. })));
+        assert_eq!(server.join().unwrap(), [req.to_line(), req.to_line()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let gone = call::<UnloadReply>(&path, &req, t).unwrap_err();
+        assert!(matches!(gone, ControlError::Socket { .. }) && gone.to_string().contains("c.sock"), "{gone}");
+    }
+
+    #[test]
     fn a_missing_or_renamed_member_is_an_error() {
         let line = encode_reply(Ok(&StatsReply { stats: stats() }));
         let renamed = line.replace("\"flows_reset\"", "\"flows_rst\"");
