@@ -4,7 +4,6 @@
 //! HAProxy is started with its tproxy rules when a HAProxy mode begins and stopped, rules removed, when it
 //! ends; srv6pipes-proxy is started for the proxy modes and installs and removes its own datapath.
 
-use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,17 +12,14 @@ use srv6pipes_api::control::{decode_reply, StatsReply};
 use srv6pipes_tests::{Net, Proc};
 
 use crate::measure::pids_named;
-use crate::Mode;
+use crate::mode::Mode;
+use crate::topology::{PROXY_PREFIX, SERVER};
 
 const T: Duration = Duration::from_secs(10);
 /// HAProxy's listener (the nft tproxy target), as in the baseline.
 const HAPROXY_PORT: u16 = 8080;
 /// srv6pipes-proxy's listener.
 pub const PROXY_PORT: u16 = 5001;
-/// srv6pipes-proxy's function prefix on m1.
-pub const PROXY_PREFIX: &str = "fc00:f1::/80";
-/// The server's address (wrk's destination).
-pub const SERVER: Ipv6Addr = Ipv6Addr::new(0xfc00, 2, 0, 0, 0, 0, 0, 1);
 
 /// The relay process a mode needs on m1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +135,7 @@ impl<'a> M1<'a> {
     fn start_haproxy(&mut self) -> Result<()> {
         let net = self.net;
         let cfg_path = net.dir().join("haproxy.cfg");
-        // As shared/reference/perf-baseline/configs/haproxy.cfg (copy mode), in the foreground.
+        // The pre-project baseline's HAProxy configuration (copy mode), in the foreground.
         let cfg = format!(
             "global\n    nbthread {w}\n    maxconn 4000\n    log stderr format short local0 warning\n\
              defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n\

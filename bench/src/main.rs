@@ -12,25 +12,27 @@
 
 mod m1;
 mod measure;
+mod mode;
 mod report;
+mod settings;
+mod topology;
 
-use std::fmt;
 use std::io::Write;
-use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use libsrv6sock::wire::sid::SidLayout;
 use srv6pipes_tests::{http, Cmd, Net, Proc};
 
-use crate::m1::{M1, PROXY_PREFIX, SERVER};
+use crate::m1::M1;
 use crate::measure::{children_cpu_s, parse_wrk, peak_rss_kb, proc_ticks, reset_peak_rss, rx_bytes, CpuStat};
+use crate::mode::Mode;
 use crate::report::{Meta, Sample};
+use crate::settings::{Settings, Size};
+use crate::topology::SERVER;
 
 /// Reproduce the paper's Fig. 6 here: router vs HAProxy vs srv6pipes-proxy (copy, xor), 1 KB … 10 MB.
 #[derive(Debug, Clone, Parser)]
@@ -99,98 +101,6 @@ pub struct Opts {
     render: Option<PathBuf>,
 }
 
-/// What m1 does during a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
-pub enum Mode {
-    /// Plain IPv6 forwarding, no SRH.
-    Router,
-    /// Plain forwarding of SRH packets: the client's SRH visits m1's End SID (kernel seg6local).
-    RouterSrh,
-    /// nft tproxy → HAProxy (`usesrc clientip`, copy mode), no SRH: the relay a user would pick instead.
-    Haproxy,
-    /// srv6pipes-proxy, function `copy` (splice).
-    ProxyCopy,
-    /// srv6pipes-proxy, function `xor` (key 0, --xor-passes passes): every byte through user space.
-    ProxyXor,
-    /// srv6pipes-proxy, function `copy` with --no-splice (user-space copy, like HAProxy's).
-    ProxyCopyNosplice,
-}
-
-/// Every mode, in report order.
-pub const ALL_MODES: [Mode; 6] =
-    [Mode::Router, Mode::RouterSrh, Mode::Haproxy, Mode::ProxyCopy, Mode::ProxyXor, Mode::ProxyCopyNosplice];
-
-/// m1's End SID (tests/topologies/bench.toml).
-const END_SID: Ipv6Addr = Ipv6Addr::new(0xfc00, 0xe1, 0, 0, 0, 0, 0, 1);
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Router => "router",
-            Mode::RouterSrh => "router-srh",
-            Mode::Haproxy => "haproxy",
-            Mode::ProxyCopy => "proxy-copy",
-            Mode::ProxyXor => "proxy-xor",
-            Mode::ProxyCopyNosplice => "proxy-copy-nosplice",
-        }
-    }
-
-    pub fn from_name(s: &str) -> Option<Mode> {
-        ALL_MODES.into_iter().find(|m| m.name() == s)
-    }
-
-    /// The SID the client's SRH visits, if the mode uses one.
-    fn segment(self, xor_passes: u8) -> Result<Option<Ipv6Addr>> {
-        let layout = SidLayout::default();
-        let prefix = PROXY_PREFIX.parse().map_err(|e| anyhow::anyhow!("{PROXY_PREFIX}: {e:?}"))?;
-        // srv6pipes-proxy's built-in functions (src/builtin.rs): 1 = copy; 2 = xor, argument bits 0–7 the
-        // key, bits 8–15 the passes. Key 0 keeps the HTTP stream intact while every byte is still XORed.
-        let sid = |function: u64, argument: u64| -> Result<Option<Ipv6Addr>> {
-            Ok(Some(layout.build(prefix, function, argument).map_err(|e| anyhow::anyhow!("{e}"))?))
-        };
-        match self {
-            Mode::Router | Mode::Haproxy => Ok(None),
-            Mode::RouterSrh => Ok(Some(END_SID)),
-            Mode::ProxyCopy | Mode::ProxyCopyNosplice => sid(1, 0),
-            Mode::ProxyXor => sid(2, u64::from(xor_passes) << 8),
-        }
-    }
-
-    fn uses_proxy(self) -> bool {
-        matches!(self, Mode::ProxyCopy | Mode::ProxyXor | Mode::ProxyCopyNosplice)
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An object size: `1k` = 1024 bytes, `10m` = 10 MiB.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Size {
-    pub label: String,
-    pub bytes: u64,
-}
-
-impl FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Size, String> {
-        let s = s.trim().to_ascii_lowercase();
-        let (num, mult) = match s.chars().last() {
-            Some('k') => (&s[..s.len() - 1], 1024),
-            Some('m') => (&s[..s.len() - 1], 1024 * 1024),
-            _ => (s.as_str(), 1),
-        };
-        let n: u64 = num.parse().map_err(|_| format!("bad size {s:?} (e.g. 1k, 100k, 10m)"))?;
-        if n == 0 || n * mult > 1 << 30 {
-            return Err(format!("size {s:?} out of range (1 byte to 1 GiB)"));
-        }
-        Ok(Size { label: s.clone(), bytes: n * mult })
-    }
-}
-
 /// Set by SIGINT/SIGTERM/SIGHUP: stop after the current run, tear everything down.
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -210,21 +120,6 @@ fn check_stop() -> Result<()> {
         bail!("interrupted: stopping and tearing the topology down");
     }
     Ok(())
-}
-
-/// Settings after --quick defaults.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub duration: u64,
-    pub reps: usize,
-    pub warmup: u64,
-    pub pause: Duration,
-    pub threads: u32,
-    pub connections: u32,
-    pub workers: usize,
-    pub xor_passes: u8,
-    pub rate: String,
-    pub quick: bool,
 }
 
 /// The workspace's programs the bench runs.

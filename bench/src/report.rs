@@ -8,7 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use srv6pipes_tests::Cmd;
 
-use crate::{Mode, Settings, ALL_MODES};
+use crate::mode::{Mode, ALL_MODES};
+use crate::settings::Settings;
 
 /// One wrk run.
 #[derive(Debug, Clone)]

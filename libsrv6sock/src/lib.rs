@@ -13,5 +13,7 @@ pub mod wire;
 
 #[cfg(feature = "attach")]
 pub mod attach;
+#[cfg(feature = "capture")]
+pub mod capture;
 #[cfg(feature = "policy")]
 pub mod policy;

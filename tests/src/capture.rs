@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::decode::{self, Packet};
 use crate::process::{wait_until, Proc};
 use crate::Net;
+use libsrv6sock::capture::{read_pcap, Packet};
 
 /// Capture ring size (KiB).
 const RING_KIB: &str = "32768";
@@ -52,7 +52,7 @@ impl Capture {
     pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&[Packet]) -> bool) -> Result<()> {
         // The file may end in a half-written record: an error here just means "not yet".
         wait_until(&format!("capture {} to show {what}", self.path.display()), timeout, || {
-            Ok(decode::read_pcap(&self.path).is_ok_and(|p| done(&p)))
+            Ok(read_pcap(&self.path).is_ok_and(|p| done(&p)))
         })
     }
 

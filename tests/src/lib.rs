@@ -7,8 +7,8 @@
 //! * [`process`]: [`Cmd`] runs a program (in a namespace) with a timeout; [`Proc`] is a background program
 //!   killed on drop.
 //! * [`capture`]: tcpdump in a namespace, started for real before the test goes on.
-//! * [`decode`]: our decoder (pcap + etherparse + libsrv6sock) and the decoder-neutral [`decode::View`].
-//! * [`oracle`]: tshark and scapy decoding the same file; [`oracle::cross_check`] requires agreement.
+//! * [`oracle`]: tshark and scapy decoding the same file as `libsrv6sock::capture`; [`oracle::cross_check`]
+//!   requires agreement.
 //! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.
 //! * [`proxy`]: a `srv6pipes-proxy` process in a host and its control socket.
 //! * [`binaries`]: the workspace's programs (`srv6run`, `srv6pipes-proxy`, `libsrv6sock.so`).
@@ -18,7 +18,6 @@
 
 pub mod binaries;
 pub mod capture;
-pub mod decode;
 pub mod http;
 pub mod netns;
 pub mod oracle;

@@ -1,4 +1,4 @@
-//! Independent decoders of the same pcap file, to check ours (libsrv6sock + etherparse) against:
+//! Independent decoders of the same pcap file, to check ours (`libsrv6sock::capture`) against:
 //! tshark (SRH fields, not TLVs; also TCP checksum validation) and scapy (SRH and TLVs, through
 //! `tests/scripts/pcap_json.py`). [`cross_check`] runs all three and requires them to agree field by field.
 
@@ -9,8 +9,9 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use crate::decode::{read_pcap, Packet, SrhView, TlvView, View};
 use crate::process::Cmd;
+use libsrv6sock::capture::{read_pcap, Packet};
+use libsrv6sock::wire::tlv::TlvRepr;
 
 /// Decoding a capture of a few thousand packets takes tshark/scapy a few seconds.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -178,11 +179,99 @@ fn unhex(s: &str) -> Result<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| Ok(u8::from_str_radix(&s[i..i + 2], 16)?)).collect()
 }
 
+/// A TCP packet as any decoder sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// 1-based frame number.
+    pub frame: usize,
+    /// IPv6 header source.
+    pub src: Ipv6Addr,
+    /// IPv6 header destination.
+    pub dst: Ipv6Addr,
+    /// TCP source port.
+    pub src_port: u16,
+    /// TCP destination port.
+    pub dst_port: u16,
+    /// TCP flags byte.
+    pub tcp_flags: u8,
+    /// TCP payload bytes.
+    pub payload_len: usize,
+    /// The SRH, if any.
+    pub srh: Option<SrhView>,
+}
+
+/// An SRH as any decoder sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrhView {
+    /// Segments left.
+    pub segments_left: u8,
+    /// Last entry.
+    pub last_entry: u8,
+    /// Flags byte.
+    pub flags: u8,
+    /// Tag.
+    pub tag: u16,
+    /// Segments in SRH order.
+    pub segments: Vec<Ipv6Addr>,
+    /// Non-padding TLVs in wire order; `None` when the decoder cannot see TLVs (tshark).
+    pub tlvs: Option<Vec<TlvView>>,
+}
+
+/// A non-padding TLV as any decoder sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlvView {
+    /// Type byte.
+    pub tlv_type: u8,
+    /// Value bytes.
+    pub value: Vec<u8>,
+    /// For the return-path TLV (type 124): its addresses, decoded by this decoder.
+    pub return_path: Option<Vec<Ipv6Addr>>,
+}
+
+/// Our decoding of a TCP packet as [`View`]: wire fields from the SRH's checked view, TLVs (without padding,
+/// which decoders show differently) decoded by libsrv6sock.
+fn view(p: &Packet) -> Option<View> {
+    let tcp = p.tcp()?;
+    let srh = p.srh.as_ref().map(|captured| {
+        let srh = captured.view();
+        let tlvs = srh
+            .tlvs()
+            .filter_map(|t| {
+                let t = t.ok()?;
+                let parsed = TlvRepr::parse(&t, srh.tlv_offset()).ok()??;
+                let return_path = match parsed {
+                    TlvRepr::ReturnPath(p) => Some(p),
+                    _ => None,
+                };
+                Some(TlvView { tlv_type: t.tlv_type, value: t.value.to_vec(), return_path })
+            })
+            .collect();
+        SrhView {
+            segments_left: srh.segments_left(),
+            last_entry: srh.last_entry(),
+            flags: srh.flags(),
+            tag: srh.tag(),
+            segments: srh.segments().collect(),
+            tlvs: Some(tlvs),
+        }
+    });
+    Some(View {
+        frame: p.frame,
+        src: p.src,
+        dst: p.dst,
+        src_port: tcp.src_port,
+        dst_port: tcp.dst_port,
+        tcp_flags: tcp.flags,
+        payload_len: tcp.payload_len,
+        srh,
+    })
+}
+
 /// Decode `path` with libsrv6sock, tshark and scapy; an error naming the first field on which they
 /// disagree. Returns our decoding (every IPv6 frame) for the test's own assertions.
 pub fn cross_check(path: &Path) -> Result<Vec<Packet>> {
     let ours = read_pcap(path)?;
-    let our_views: Vec<View> = ours.iter().filter_map(Packet::view).collect();
+    let our_views: Vec<View> = ours.iter().filter_map(view).collect();
     for (name, theirs) in [("tshark", tshark(path)?), ("scapy", scapy(path)?)] {
         compare(&our_views, &theirs, name)
             .with_context(|| format!("libsrv6sock and {name} disagree on {}", path.display()))?;

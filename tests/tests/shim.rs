@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use serde_json::Value;
-use srv6pipes_tests::decode::{flags, read_pcap, Packet};
 use srv6pipes_tests::http::HttpServer;
 use srv6pipes_tests::{binaries, with_net, Net};
 
@@ -100,7 +100,7 @@ impl Env {
         packets
             .iter()
             .filter(|p| p.has_flags(flags::SYN) && !p.has_flags(flags::ACK))
-            .filter(|p| p.srh.as_ref().is_some_and(|s| s.segments == [self.service, self.r2, self.r1]))
+            .filter(|p| p.srh_repr().is_some_and(|s| s.segments == [self.service, self.r2, self.r1]))
             .count()
     }
 }
@@ -289,7 +289,7 @@ fn udp_rule_steers_dig_queries() {
         net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
         let udp_steered = |p: &[Packet]| {
             p.iter()
-                .any(|p| p.tcp.is_none() && p.srh.as_ref().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]))
+                .any(|p| p.tcp().is_none() && p.srh_repr().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]))
         };
         capture.wait_for("a steered DNS query", SETTLE_TIMEOUT, udp_steered)?;
         Ok(())

@@ -8,9 +8,9 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use libsrv6sock::capture::{tcp_flags as flags, Packet};
 use libsrv6sock::wire::tlv::TYPE_RETURN_PATH;
 use serde_json::Value;
-use srv6pipes_tests::decode::{flags, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::{binaries, oracle, with_net, Net};
 
@@ -96,7 +96,7 @@ impl<'a> Steering<'a> {
 
     /// The client → server packets of our HTTP flow from `src`.
     fn forward<'p>(&self, packets: &'p [Packet], src: Ipv6Addr) -> Vec<&'p Packet> {
-        packets.iter().filter(|p| p.src == src && p.tcp.is_some_and(|t| t.dst_port == PORT)).collect()
+        packets.iter().filter(|p| p.src == src && p.tcp().is_some_and(|t| t.dst_port == PORT)).collect()
     }
 
     /// True once the capture holds the client's FIN of a flow from `src`.
@@ -140,7 +140,7 @@ fn srv6run_steers_curl_through_r2_and_plain_curl_does_not() {
         let on_r2 = net.capture("r2", "eth0")?;
         s.download_steered(&["--segs", &s.segs()])?;
         on_r2.wait_for("the steered flow's FIN", SETTLE_TIMEOUT, s.fin_seen(s.client_steered))?;
-        let packets = srv6pipes_tests::decode::read_pcap(&on_r2.stop()?)?;
+        let packets = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
         let steered = s.forward(&packets, s.client_steered);
         assert_complete(&steered, "r2, steered download")?;
         // The server saw the client's own address (End routers do not touch the source).
@@ -157,12 +157,12 @@ fn srv6run_steers_curl_through_r2_and_plain_curl_does_not() {
         let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {}", s.client_direct))?;
         s.download_plain()?;
         direct.wait_for("the plain flow's FIN", SETTLE_TIMEOUT, s.fin_seen(s.client_direct))?;
-        let direct = srv6pipes_tests::decode::read_pcap(&direct.stop()?)?;
+        let direct = libsrv6sock::capture::read_pcap(&direct.stop()?)?;
         let plain = s.forward(&direct, s.client_direct);
         assert_complete(&plain, "direct link, plain download")?;
         ensure!(plain.iter().all(|p| p.srh.is_none()), "a plain packet carries an SRH");
-        let r2 = srv6pipes_tests::decode::read_pcap(&on_r2.stop()?)?;
-        let crossed: Vec<_> = r2.iter().filter(|p| p.tcp.is_some()).collect();
+        let r2 = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
+        let crossed: Vec<_> = r2.iter().filter(|p| p.tcp().is_some()).collect();
         ensure!(crossed.is_empty(), "plain download crossed r2: {crossed:#?}");
         Ok(())
     })
@@ -189,14 +189,14 @@ fn every_forward_packet_carries_the_srh_and_return_path_tlv() {
             let pcap = capture.stop()?;
             // libsrv6sock, tshark and scapy agree on every field of every TCP packet.
             let packets = oracle::cross_check(&pcap)?;
-            let tcp: Vec<&Packet> = packets.iter().filter(|p| p.tcp.is_some()).collect();
+            let tcp: Vec<&Packet> = packets.iter().filter(|p| p.tcp().is_some()).collect();
             let forward = s.forward(&packets, s.client_steered);
             // Replies take the direct link: the path carries only our flow's forward direction.
             ensure!(tcp.len() == forward.len(), "{at}: TCP packets other than the flow's forward direction");
             assert_complete(&forward, &at)?;
             for p in &forward {
                 let f = p.frame;
-                let srh = p.srh.as_ref().with_context(|| format!("{at}: frame {f} has no SRH"))?;
+                let srh = p.srh_repr().with_context(|| format!("{at}: frame {f} has no SRH"))?;
                 ensure!(srh.segments == segments, "{at}: frame {f}: segments {:?}", srh.segments);
                 ensure!(srh.segments_left == *segments_left, "{at}: frame {f}: segments left {}", srh.segments_left);
                 ensure!(p.dst == *dst, "{at}: frame {f}: destination {} is not the active segment {dst}", p.dst);
@@ -231,7 +231,7 @@ fn return_path_none_sends_the_srh_without_the_tlv() {
         let forward = s.forward(&packets, s.client_steered);
         assert_complete(&forward, "r2")?;
         for p in forward {
-            let srh = p.srh.as_ref().with_context(|| format!("frame {} has no SRH", p.frame))?;
+            let srh = p.srh_repr().with_context(|| format!("frame {} has no SRH", p.frame))?;
             ensure!(srh.segments == [s.service, s.r2, s.r1], "frame {}: segments {:?}", p.frame, srh.segments);
             ensure!(srh.tlvs.is_empty(), "frame {}: TLVs {:?} despite --return-path none", p.frame, srh.tlvs);
         }
@@ -263,17 +263,17 @@ fn srv6run_uploads_through_the_path() {
         ensure!(log.starts_with(&format!("{} ", s.client_steered)), "the sink saw another peer: {log}");
 
         let fin = |p: &[Packet]| {
-            p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT))
+            p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp().is_some_and(|t| t.dst_port == UPLOAD_PORT))
         };
         on_r2.wait_for("the upload's FIN", SETTLE_TIMEOUT, fin)?;
-        let packets = srv6pipes_tests::decode::read_pcap(&on_r2.stop()?)?;
+        let packets = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
         let upload: Vec<&Packet> =
-            packets.iter().filter(|p| p.tcp.is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
+            packets.iter().filter(|p| p.tcp().is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
         assert_complete(&upload, "r2, upload")?;
-        let sent: usize = upload.iter().filter_map(|p| p.tcp).map(|t| t.payload_len).sum();
+        let sent: usize = upload.iter().filter_map(|p| p.tcp()).map(|t| t.payload_len).sum();
         ensure!(sent as u64 > FILE_SIZE, "r2 saw {sent} bytes of TCP payload, less than the file");
         for p in upload {
-            let srh = p.srh.as_ref().with_context(|| format!("frame {} has no SRH", p.frame))?;
+            let srh = p.srh_repr().with_context(|| format!("frame {} has no SRH", p.frame))?;
             ensure!(srh.segments == [s.service, s.r2, s.r1], "frame {}: segments {:?}", p.frame, srh.segments);
         }
         Ok(())

@@ -6,8 +6,8 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
+use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use libsrv6sock::wire::sid::SidLayout;
-use srv6pipes_tests::decode::{flags, read_pcap, Packet};
 use srv6pipes_tests::http::{sha256_file, HttpServer};
 use srv6pipes_tests::proxy::Proxy;
 use srv6pipes_tests::{binaries, Capture, Net};
@@ -42,7 +42,7 @@ fn describe(what: &str, packets: &[Packet]) {
     println!("  {what}: {} packets captured", packets.len());
     for (kind, p) in [("SYN ", syn), ("data", data)] {
         let Some(p) = p else { continue };
-        match &p.srh {
+        match p.srh_repr() {
             Some(s) => println!(
                 "    {kind} {} -> {}  SRH segments {:?} segments left {}  return-path TLV {:?}",
                 p.src,
@@ -59,7 +59,7 @@ fn describe(what: &str, packets: &[Packet]) {
 fn stop(capture: Capture, done: impl Fn(&[Packet]) -> bool) -> Result<Vec<Packet>> {
     // A best-effort wait: the last packets of a flow may still be crossing when curl exits.
     let _ = capture.wait_for("the flow's FIN", SETTLE, done);
-    read_pcap(&capture.stop()?)
+    Ok(read_pcap(&capture.stop()?)?)
 }
 
 fn steering() -> Result<()> {
@@ -98,7 +98,7 @@ fn steering() -> Result<()> {
         let r2_packets = stop(at_r2, |p| !steered || fin(p))?;
         describe("at r2 (ingress)", &r2_packets);
         if !steered {
-            ensure!(r2_packets.iter().all(|p| p.tcp.is_none()), "unsteered traffic should not cross r2");
+            ensure!(r2_packets.iter().all(|p| p.tcp().is_none()), "unsteered traffic should not cross r2");
             println!("  plain curl takes the direct link: r2 saw none of its packets");
         }
     }
