@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use srv6pipes_api::control::{decode_reply, StatsReply};
 use srv6pipes_tests::{Net, Proc};
 
 use crate::measure::pids_named;
@@ -198,7 +199,9 @@ impl<'a> M1<'a> {
         Ok(())
     }
 
-    /// The proxy's counters (`ctl stats --json`), if it runs and answers.
+    /// The proxy's counters (`ctl stats --json`) as `{"stats":{…}}`, if it runs and answers with the
+    /// counters of `srv6pipes_api::control::Stats`: the reply is decoded as that type, so a renamed
+    /// counter is no answer rather than a silent 0.
     pub fn proxy_stats(&self) -> Option<serde_json::Value> {
         let bin = self.proxy_bin.as_ref()?;
         if !matches!(self.relay, Relay::Proxy { .. }) {
@@ -213,7 +216,8 @@ impl<'a> M1<'a> {
             .timeout(T)
             .run()
             .ok()?;
-        serde_json::from_str(out.stdout.trim()).ok()
+        let reply = decode_reply::<StatsReply>(&out.stdout).ok()?;
+        serde_json::to_value(reply).ok()
     }
 }
 

@@ -9,7 +9,7 @@
  * It exercises what xor does not: output longer/shorter than input, input left unconsumed between calls
  * (an odd hex digit waits for its pair), per-flow state, and errors (a non-hex byte resets the flow).
  *
- * Build: cc -O2 -shared -fPIC -I../include -o hex.so hex.c
+ * Build: cc -O2 -shared -fPIC -I../../srv6pipes-api/include -o hex.so hex.c
  * Load:  srv6pipes-proxy ctl load ./hex.so
  */
 #include <stdatomic.h>

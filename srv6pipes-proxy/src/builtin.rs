@@ -1,4 +1,5 @@
-//! Built-in module `builtin`, written against the same C ABI as loadable modules:
+//! Built-in module `builtin`, described through the same C ABI as loadable modules (`xor` through the
+//! safe `Function` trait of srv6pipes-api, like a module written in Rust):
 //!
 //! | id | name | what |
 //! |---|---|---|
@@ -8,61 +9,46 @@
 //! The xor function is the paper's CPU benchmark (§V-C): each pass touches every byte again, so the cost
 //! grows with the number of passes; an even number of passes leaves the stream unchanged.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::CStr;
 
-use crate::module::{FlowInfoC, FuncC, ModuleC, ABI_VERSION, DIR_DOWN, DIR_UP, ERROR, MORE, OK};
+use srv6pipes_api::abi::{Direction, FlowInfo, FuncDesc, ModuleDesc, ABI_VERSION};
+use srv6pipes_api::function::{describe, Failure, Function, Progress};
 
 /// Function number of `copy`.
 pub const COPY_ID: u64 = 1;
 /// Function number of `xor`.
 pub const XOR_ID: u64 = 2;
 
-/// A module descriptor with the storage it points to.
-pub struct Descriptor {
-    pub module: ModuleC,
-    _funcs: Box<[FuncC]>,
-}
+/// `copy` has no entry points at all: with no direction to transform, the proxy relays (splices) both.
+const COPY: FuncDesc = FuncDesc {
+    id: COPY_ID,
+    name: c"copy".as_ptr(),
+    directions: 0,
+    flags: 0,
+    init: None,
+    spawn: None,
+    process: None,
+    despawn: None,
+    deinit: None,
+};
 
-/// The built-in modules.
-pub fn descriptors() -> Vec<Descriptor> {
-    let funcs: Box<[FuncC]> = Box::new([
-        FuncC {
-            id: COPY_ID,
-            name: c"copy".as_ptr(),
-            directions: 0,
-            flags: 0,
-            init: None,
-            spawn: None,
-            process: None,
-            despawn: None,
-            deinit: None,
-        },
-        FuncC {
-            id: XOR_ID,
-            name: c"xor".as_ptr(),
-            directions: DIR_UP | DIR_DOWN,
-            flags: 0,
-            init: None,
-            spawn: Some(xor_spawn),
-            process: Some(xor_process),
-            despawn: Some(xor_despawn),
-            deinit: None,
-        },
-    ]);
-    let module = ModuleC {
-        abi_version: ABI_VERSION,
-        nfuncs: funcs.len() as u32,
-        name: c"builtin".as_ptr(),
-        version: c"1".as_ptr(),
-        funcs: funcs.as_ptr(),
-    };
-    vec![Descriptor { module, _funcs: funcs }]
-}
+static FUNCS: [FuncDesc; 2] = [COPY, describe::<Xor>()];
+
+/// The descriptor of the built-in module, as a loadable module would export it.
+pub static MODULE: ModuleDesc = ModuleDesc {
+    abi_version: ABI_VERSION,
+    nfuncs: FUNCS.len() as u32,
+    name: c"builtin".as_ptr(),
+    version: c"1".as_ptr(),
+    funcs: &FUNCS as *const FuncDesc,
+};
 
 /// Per-flow state of `xor`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Xor {
+    /// The byte XORed in.
     pub key: u8,
+    /// How many times.
     pub passes: u32,
 }
 
@@ -88,55 +74,19 @@ impl Xor {
     }
 }
 
-unsafe extern "C" fn xor_spawn(_flow: *const FlowInfoC, argument: u64, state: *mut *mut c_void) -> c_int {
-    if state.is_null() {
-        return ERROR;
-    }
-    let st = Box::new(Xor::from_argument(argument));
-    // SAFETY: `state` is the proxy's valid out-pointer (checked non-NULL).
-    unsafe { *state = Box::into_raw(st).cast() };
-    OK
-}
+impl Function for Xor {
+    const ID: u64 = XOR_ID;
+    const NAME: &'static CStr = c"xor";
+    const DIRECTIONS: &'static [Direction] = &Direction::BOTH;
 
-unsafe extern "C" fn xor_process(
-    state: *mut c_void,
-    _dir: c_int,
-    input: *const u8,
-    in_len: usize,
-    consumed: *mut usize,
-    out: *mut u8,
-    out_cap: usize,
-    produced: *mut usize,
-    _flags: u32,
-) -> c_int {
-    if state.is_null() || consumed.is_null() || produced.is_null() || (in_len > 0 && (input.is_null() || out.is_null()))
-    {
-        return ERROR;
+    fn spawn(_flow: &FlowInfo, argument: u64) -> Result<Self, Failure> {
+        Ok(Xor::from_argument(argument))
     }
-    // SAFETY: `state` is the Box made by xor_spawn for this flow.
-    let st = unsafe { &*(state as *const Xor) };
-    let n = in_len.min(out_cap);
-    if n > 0 {
-        // SAFETY: the proxy passes live, non-overlapping buffers of `in_len` and `out_cap` bytes.
-        let (i, o) = unsafe { (std::slice::from_raw_parts(input, n), std::slice::from_raw_parts_mut(out, n)) };
-        st.apply(i, o);
-    }
-    // SAFETY: valid out-pointers (checked non-NULL).
-    unsafe {
-        *consumed = n;
-        *produced = n;
-    }
-    if n < in_len {
-        MORE
-    } else {
-        OK
-    }
-}
 
-unsafe extern "C" fn xor_despawn(state: *mut c_void) {
-    if !state.is_null() {
-        // SAFETY: the Box made by xor_spawn, freed once.
-        drop(unsafe { Box::from_raw(state as *mut Xor) });
+    fn process(&mut self, _dir: Direction, input: &[u8], output: &mut [u8], _eof: bool) -> Result<Progress, Failure> {
+        let n = input.len().min(output.len());
+        self.apply(&input[..n], &mut output[..n]);
+        Ok(Progress { consumed: n, produced: n, more: n < input.len() })
     }
 }
 

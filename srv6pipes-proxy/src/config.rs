@@ -32,6 +32,7 @@ use serde::Deserialize;
 
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
+use crate::relay::RelayConfig;
 
 /// Default control socket.
 pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
@@ -89,74 +90,143 @@ pub struct ProxyArgs {
     pub no_splice: bool,
 }
 
-/// The TOML file.
+/// Why the settings are not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("{}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// The configuration file is not valid.
+    #[error("{}: {error}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: toml::de::Error,
+    },
+    /// No function prefix given.
+    #[error("no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file")]
+    NoPrefix,
+    /// No listener port given.
+    #[error("no listener port: give --port or `port`")]
+    NoPort,
+    /// Port 0.
+    #[error("port 0 is not a listener port")]
+    PortZero,
+    /// The SID layout does not parse or does not fit.
+    #[error("SID layout {layout:?}: {reason}")]
+    Layout {
+        /// As given.
+        layout: String,
+        /// Why.
+        reason: String,
+    },
+    /// Worker count out of range.
+    #[error("workers must be 1 to 1024")]
+    Workers,
+    /// Buffer size out of range.
+    #[error("buffer size must be 1 KiB to 64 MiB")]
+    BufferSize,
+}
+
+/// The TOML file (keys as in the module's example; flags override them).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
+    /// As `--prefix`.
     pub prefixes: Option<Vec<Ipv6Prefix>>,
+    /// As `--port`.
     pub port: Option<u16>,
+    /// As `--ingress`.
     pub ingress: Option<Vec<String>>,
+    /// As `--workers`.
     pub workers: Option<usize>,
+    /// As `--sid-layout`.
     pub sid_layout: Option<String>,
+    /// As `--control`.
     pub control: Option<PathBuf>,
+    /// As `--module`, loaded before those.
     pub modules: Option<Vec<PathBuf>>,
+    /// `false` as `--no-setup`.
     pub setup: Option<bool>,
+    /// As `--backend`.
     pub backend: Option<Backend>,
+    /// As `--mark`.
     pub mark: Option<u32>,
+    /// As `--table`.
     pub table: Option<u32>,
+    /// Priority of the `ip -6 rule` [default: 100].
     pub rule_pref: Option<u32>,
+    /// As `--nft-table`.
     pub nft_table: Option<String>,
+    /// As `--connect-timeout-ms`.
     pub connect_timeout_ms: Option<u64>,
+    /// As `--buffer-size`.
     pub buffer_size: Option<usize>,
+    /// `false` as `--no-splice`.
     pub splice: Option<bool>,
+    /// Pipe size for splice(2) [default: 262144].
     pub pipe_size: Option<usize>,
+    /// Bind the outbound leg to the client's port [default: true].
     pub keep_client_port: Option<bool>,
+    /// Listen backlog [default: 4096].
     pub backlog: Option<i32>,
 }
 
 /// Resolved settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
+    /// What the datapath needs.
     pub datapath: DatapathConfig,
+    /// What each flow needs.
     pub flow: FlowConfig,
+    /// Worker threads.
     pub workers: usize,
+    /// Control socket path.
     pub control: PathBuf,
+    /// Modules to load at start.
     pub modules: Vec<PathBuf>,
+    /// Install and remove the datapath.
     pub setup: bool,
+    /// Listen backlog of each worker's listener.
     pub backlog: i32,
 }
 
 /// Parse `80/16/32` (also `80,16,32`).
-pub fn parse_layout(s: &str) -> anyhow::Result<SidLayout> {
+pub fn parse_layout(s: &str) -> Result<SidLayout, ConfigError> {
+    let bad = |reason: String| ConfigError::Layout { layout: s.into(), reason };
     let parts: Vec<&str> = s.split(['/', ',', ':']).map(str::trim).collect();
     let [l, f, a] = parts.as_slice() else {
-        anyhow::bail!("SID layout {s:?}: expected LOCATOR/FUNCTION/ARGUMENT bits, e.g. 80/16/32");
+        return Err(bad("expected LOCATOR/FUNCTION/ARGUMENT bits, e.g. 80/16/32".into()));
     };
-    let n = |x: &str| x.parse::<u8>().map_err(|_| anyhow::anyhow!("SID layout {s:?}: {x:?} is not a bit count"));
-    Ok(SidLayout::new(n(l)?, n(f)?, n(a)?)?)
+    let n = |x: &str| x.parse::<u8>().map_err(|_| bad(format!("{x:?} is not a bit count")));
+    SidLayout::new(n(l)?, n(f)?, n(a)?).map_err(|e| bad(e.to_string()))
 }
 
-fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.into(), error })?;
+    toml::from_str(&text).map_err(|error| ConfigError::Parse { path: path.into(), error })
 }
 
 impl ProxyArgs {
     /// Merge flags over the config file over defaults.
-    pub fn resolve(&self) -> anyhow::Result<ProxyConfig> {
+    pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = match &self.config {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
         let prefixes = if self.prefixes.is_empty() { file.prefixes.unwrap_or_default() } else { self.prefixes.clone() };
         if prefixes.is_empty() {
-            anyhow::bail!(
-                "no function prefix: give --prefix (e.g. --prefix fc00:f1::/80) or `prefixes` in the config file"
-            );
+            return Err(ConfigError::NoPrefix);
         }
-        let port = self.port.or(file.port).ok_or_else(|| anyhow::anyhow!("no listener port: give --port or `port`"))?;
+        let port = self.port.or(file.port).ok_or(ConfigError::NoPort)?;
         if port == 0 {
-            anyhow::bail!("port 0 is not a listener port");
+            return Err(ConfigError::PortZero);
         }
         let ingress = if self.ingress.is_empty() { file.ingress.unwrap_or_default() } else { self.ingress.clone() };
         let layout = match self.sid_layout.as_deref().or(file.sid_layout.as_deref()) {
@@ -173,11 +243,11 @@ impl ProxyArgs {
             .or(file.workers)
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         if workers == 0 || workers > 1024 {
-            anyhow::bail!("workers must be 1 to 1024");
+            return Err(ConfigError::Workers);
         }
         let buffer_size = self.buffer_size.or(file.buffer_size).unwrap_or(65536);
         if !(1024..=64 << 20).contains(&buffer_size) {
-            anyhow::bail!("buffer size must be 1 KiB to 64 MiB");
+            return Err(ConfigError::BufferSize);
         }
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());
@@ -198,10 +268,12 @@ impl ProxyArgs {
                 connect_timeout: Duration::from_millis(
                     self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000),
                 ),
-                buffer_size,
-                splice: !self.no_splice && file.splice.unwrap_or(true),
-                pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 keep_client_port: file.keep_client_port.unwrap_or(true),
+                relay: RelayConfig {
+                    buffer_size,
+                    splice: !self.no_splice && file.splice.unwrap_or(true),
+                    pipe_size: file.pipe_size.unwrap_or(256 * 1024),
+                },
             },
             workers,
             control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
@@ -227,7 +299,7 @@ mod tests {
         assert_eq!(c.datapath.port, 6000);
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
-        assert!(!c.flow.splice);
+        assert!(!c.flow.relay.splice);
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,91 +1,78 @@
-//! Control socket: a Unix stream socket (mode 0600, peers must be uid 0) speaking one JSON object per
-//! line each way. Requests: `{"cmd":"flows"}`, `{"cmd":"stats"}`, `{"cmd":"modules"}`,
-//! `{"cmd":"load","path":"/x.so"}`, `{"cmd":"unload","name":"x"}`, `{"cmd":"version"}`; a bare word
-//! (`flows`, `load /x.so`) is accepted too. Replies: `{"ok":true,...}` or `{"ok":false,"error":"..."}`.
+//! Control socket, server side: a Unix stream socket (mode 0600, peers must be uid 0) speaking the
+//! line-based JSON protocol of `srv6pipes_api::control` (srv6pipes-proxy(8), CONTROL PROTOCOL).
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use serde::Deserialize;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use srv6pipes_api::abi::ABI_VERSION;
+use srv6pipes_api::control::{
+    encode_reply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply, VersionReply, MAX_LINE,
+};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::flow::Shared;
 
-/// Longest request line accepted.
-const MAX_LINE: usize = 64 * 1024;
-
-/// A control request.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
-#[serde(tag = "cmd", rename_all = "lowercase")]
-pub enum Request {
-    Flows,
-    Stats,
-    Modules,
-    Version,
-    Load { path: PathBuf },
-    Unload { name: String },
+/// Why the control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another process answers on the path.
+    #[error("control socket {} is in use by another process", .0.display())]
+    InUse(std::path::PathBuf),
+    /// Removing a stale socket, creating its directory, binding or setting its mode failed.
+    #[error("control socket {}: {error}", path.display())]
+    Io {
+        /// The socket's path.
+        path: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
 }
 
-/// Parse a request line: JSON, or `WORD [ARG]`.
-pub fn parse_request(line: &str) -> Result<Request, String> {
-    let line = line.trim();
-    if line.starts_with('{') {
-        return serde_json::from_str(line).map_err(|e| format!("bad request: {e}"));
-    }
-    let (word, arg) = line.split_once(char::is_whitespace).map(|(w, a)| (w, a.trim())).unwrap_or((line, ""));
-    match (word, arg) {
-        ("flows", "") => Ok(Request::Flows),
-        ("stats", "") => Ok(Request::Stats),
-        ("modules", "") => Ok(Request::Modules),
-        ("version", "") => Ok(Request::Version),
-        ("load", p) if !p.is_empty() => Ok(Request::Load { path: p.into() }),
-        ("unload", n) if !n.is_empty() => Ok(Request::Unload { name: n.into() }),
-        _ => Err(format!("unknown request {line:?}: flows, stats, modules, version, load PATH, unload NAME")),
-    }
-}
-
-/// Answer one request.
-pub fn answer(req: Request, shared: &Shared) -> Value {
+/// Answer one request line with one reply line (newline included).
+pub fn answer(line: &str, shared: &Shared) -> String {
+    let req = match Request::parse(line) {
+        Ok(req) => req,
+        Err(e) => return encode_reply::<()>(Err(&format!("bad request: {e}"))),
+    };
     match req {
-        Request::Flows => json!({"ok": true, "flows": shared.flows.flows()}),
-        Request::Stats => json!({"ok": true, "stats": shared.flows.stats()}),
-        Request::Modules => json!({"ok": true, "modules": shared.registry.list()}),
+        Request::Flows => encode_reply(Ok(&FlowsReply { flows: shared.flows.flows() })),
+        Request::Stats => encode_reply(Ok(&StatsReply { stats: shared.flows.stats() })),
+        Request::Modules => encode_reply(Ok(&ModulesReply { modules: shared.registry.list() })),
         Request::Version => {
-            json!({"ok": true, "version": env!("CARGO_PKG_VERSION"), "abi_version": crate::module::ABI_VERSION})
+            encode_reply(Ok(&VersionReply { version: env!("CARGO_PKG_VERSION").into(), abi_version: ABI_VERSION }))
         }
         Request::Load { path } => match shared.registry.load(&path) {
-            Ok(name) => json!({"ok": true, "module": name}),
+            Ok(module) => encode_reply(Ok(&LoadReply { module })),
             Err(e) => {
                 tracing::warn!("control: load {}: {e}", path.display());
-                json!({"ok": false, "error": e.to_string()})
+                encode_reply::<LoadReply>(Err(&e.to_string()))
             }
         },
         Request::Unload { name } => match shared.registry.unload(&name) {
-            Ok(users) => json!({"ok": true, "module": name, "flows_still_using": users}),
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
+            Ok(users) => encode_reply(Ok(&UnloadReply { module: name, flows_still_using: users as u64 })),
+            Err(e) => encode_reply::<UnloadReply>(Err(&e.to_string())),
         },
     }
 }
 
 /// Bind the control socket: refuse if another process answers on it, replace a stale file.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io = |error| BindError::Io { path: path.into(), error };
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            anyhow::bail!("control socket {} is in use by another process", path.display());
+            return Err(BindError::InUse(path.into()));
         }
-        std::fs::remove_file(path).map_err(|e| anyhow::anyhow!("removing stale {}: {e}", path.display()))?;
+        std::fs::remove_file(path).map_err(io)?;
     }
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(io)?;
         }
     }
-    let l = UnixListener::bind(path).map_err(|e| anyhow::anyhow!("control socket {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let l = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(l)
 }
 
@@ -114,9 +101,8 @@ async fn client(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
     let (r, mut w) = s.into_split();
     if uid != 0 {
         tracing::warn!(uid, "control connection refused: not root");
-        let msg = json!({"ok": false, "error": "permission denied: the control socket is root-only"});
-        w.write_all(format!("{msg}\n").as_bytes()).await?;
-        return Ok(());
+        let reply = encode_reply::<()>(Err("permission denied: the control socket is root-only"));
+        return w.write_all(reply.as_bytes()).await;
     }
     let mut r = tokio::io::BufReader::new(r);
     let mut line = String::new();
@@ -126,48 +112,70 @@ async fn client(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
         if n == 0 {
             return Ok(());
         }
-        let reply = if !line.ends_with('\n') && n >= MAX_LINE {
-            let reply = json!({"ok": false, "error": "request line too long"});
-            w.write_all(format!("{reply}\n").as_bytes()).await?;
-            return Ok(());
-        } else if line.trim().is_empty() {
+        if !line.ends_with('\n') && n >= MAX_LINE {
+            return w.write_all(encode_reply::<()>(Err("request line too long")).as_bytes()).await;
+        }
+        if line.trim().is_empty() {
             continue;
-        } else {
-            match parse_request(&line) {
-                Ok(req) => answer(req, shared),
-                Err(e) => json!({"ok": false, "error": e}),
-            }
-        };
-        w.write_all(format!("{reply}\n").as_bytes()).await?;
+        }
+        w.write_all(answer(&line, shared).as_bytes()).await?;
     }
-}
-
-use tokio::io::AsyncReadExt as _;
-
-/// Client side (`srv6pipes-proxy ctl`): send one request, return the reply.
-pub fn request(path: &Path, req: &Value) -> anyhow::Result<Value> {
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| anyhow::anyhow!("control socket {}: {e}", path.display()))?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-    s.write_all(format!("{req}\n").as_bytes())?;
-    let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line)?;
-    if line.is_empty() {
-        anyhow::bail!("control socket {} closed without a reply", path.display());
-    }
-    Ok(serde_json::from_str(&line)?)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use srv6pipes_api::abi::Direction;
+    use srv6pipes_api::control::{decode_reply, ControlError};
+
     use super::*;
+    use crate::flow::FlowConfig;
+    use crate::module::Registry;
+    use crate::relay::RelayConfig;
+    use crate::stats::FlowTable;
+
+    fn shared() -> Shared {
+        let registry = Registry::default();
+        registry.add_builtin(&crate::builtin::MODULE).unwrap();
+        Shared {
+            cfg: FlowConfig {
+                prefixes: vec!["fc00:f1::/80".parse().unwrap()],
+                layout: Default::default(),
+                connect_timeout: Duration::from_secs(1),
+                keep_client_port: true,
+                relay: RelayConfig { buffer_size: 4096, splice: true, pipe_size: 65536 },
+            },
+            registry,
+            flows: FlowTable::new(2),
+        }
+    }
 
     #[test]
-    fn requests() {
-        assert_eq!(parse_request("flows\n"), Ok(Request::Flows));
-        assert_eq!(parse_request(r#"{"cmd":"load","path":"/x.so"}"#), Ok(Request::Load { path: "/x.so".into() }));
-        assert_eq!(parse_request("unload hex"), Ok(Request::Unload { name: "hex".into() }));
-        assert!(parse_request("load").is_err());
-        assert!(parse_request(r#"{"cmd":"nope"}"#).is_err());
+    fn answers_decode_as_the_reply_types() {
+        let sh = shared();
+        let v: VersionReply = decode_reply(&answer("version", &sh)).unwrap();
+        assert_eq!((v.version.as_str(), v.abi_version), (env!("CARGO_PKG_VERSION"), ABI_VERSION));
+        let m: ModulesReply = decode_reply(&answer(r#"{"cmd":"modules"}"#, &sh)).unwrap();
+        let b = &m.modules[0];
+        assert!(b.builtin && b.name == "builtin" && b.path.is_none());
+        let dirs: Vec<(&str, &[Direction])> =
+            b.functions.iter().map(|f| (f.name.as_str(), &f.directions[..])).collect();
+        assert_eq!(dirs, [("copy", &[][..]), ("xor", &Direction::BOTH[..])]);
+        let s: StatsReply = decode_reply(&answer("stats", &sh)).unwrap();
+        assert_eq!((s.stats.workers, s.stats.accepted), (2, 0));
+        let f: FlowsReply = decode_reply(&answer("flows", &sh)).unwrap();
+        assert!(f.flows.is_empty());
+        for (line, want) in [
+            ("unload builtin", "built in"),
+            ("unload nope", "no module named"),
+            ("load /nonexistent.so", "/nonexistent.so"),
+            ("dance", "bad request"),
+        ] {
+            match decode_reply::<UnloadReply>(&answer(line, &sh)) {
+                Err(ControlError::Refused(e)) => assert!(e.contains(want), "{line}: {e}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
     }
 }

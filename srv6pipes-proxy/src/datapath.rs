@@ -1,10 +1,19 @@
 //! The proxy host's datapath (DESIGN §4): sysctls, a policy-routing rule, a `local ::/0` route and one
-//! nftables table (ip6tables chain as fallback). [`install`] applies it and records how to undo exactly
-//! what it changed; [`Datapath::teardown`] (also run on drop) undoes it in reverse order.
+//! nftables table (ip6tables chain as fallback).
+//!
+//! It is described once, by [`DatapathConfig::plan`]: a list of [`Step`]s, each knowing the commands
+//! that install and remove it and how to see whether it is in place. [`install`] applies the plan and
+//! keeps the undo of what it changed; [`Datapath::teardown`] (also run on drop) undoes it, newest first;
+//! `setup --print` prints the same steps' commands.
+//!
+//! Whether a step is already in place is decided by asking the kernel first (reading the sysctl,
+//! `ip -6 rule list`/`ip -6 route list` with the step's own selector, `nft list table`, `ip6tables -S`)
+//! and by exit codes, never by matching the text of an error message ("File exists"), which varies with
+//! the iproute2 and nft versions and the locale.
 
 use std::fmt;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Command as Process, Stdio};
 
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 
@@ -14,8 +23,27 @@ use libsrv6sock::wire::prefix::Ipv6Prefix;
 pub enum Backend {
     /// nftables when `nft` works, ip6tables otherwise.
     Auto,
+    /// nftables.
     Nft,
+    /// ip6tables (mangle table).
     Iptables,
+}
+
+impl Backend {
+    /// Name as on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Nft => "nft",
+            Backend::Iptables => "iptables",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl std::str::FromStr for Backend {
@@ -33,41 +61,224 @@ impl std::str::FromStr for Backend {
 /// What the datapath needs to know.
 #[derive(Debug, Clone)]
 pub struct DatapathConfig {
+    /// Function prefixes whose SYNs go to the listener.
     pub prefixes: Vec<Ipv6Prefix>,
+    /// Listener port.
     pub port: u16,
+    /// Devices receiving SRH packets (`seg6_enabled`).
     pub ingress: Vec<String>,
+    /// Firewall mark of the packets delivered locally.
     pub mark: u32,
+    /// Routing table holding `local ::/0`.
     pub table: u32,
     /// Priority of the `ip -6 rule`.
     pub rule_pref: u32,
     /// Name of the nftables table (ip6 family); the ip6tables chain is the same name upper-cased.
     pub nft_table: String,
+    /// Packet filter.
     pub backend: Backend,
 }
 
-/// One command of the datapath.
+/// One piece of the datapath.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
+    /// A sysctl that must have `value`.
+    Sysctl {
+        /// Dotted key (`net.ipv6.conf.all.forwarding`).
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// `ip -6 rule fwmark MARK lookup TABLE pref PREF`.
+    Rule {
+        /// Firewall mark.
+        mark: u32,
+        /// Routing table.
+        table: u32,
+        /// Priority.
+        pref: u32,
+    },
+    /// `ip -6 route local ::/0 dev lo table TABLE`: every address is local for marked packets.
+    LocalRoute {
+        /// Routing table.
+        table: u32,
+    },
+    /// The nftables table of the proxy.
+    NftTable {
+        /// Table name (ip6 family).
+        name: String,
+        /// The whole table, as `nft -f` reads it.
+        ruleset: String,
+    },
+    /// The ip6tables mangle chain of the proxy, and the jump to it from `PREROUTING`.
+    IptablesChain {
+        /// Chain name.
+        chain: String,
+        /// Each rule's arguments after `-A CHAIN`.
+        rules: Vec<Vec<String>>,
+    },
+}
+
+/// A command that installs or removes (part of) a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
     /// Write a sysctl (shown as `sysctl -w KEY=VALUE`, done through /proc/sys).
-    Sysctl { key: String, value: String },
+    Sysctl {
+        /// Dotted key.
+        key: String,
+        /// Value.
+        value: String,
+    },
     /// Run a program, optionally feeding it `stdin`.
-    Run { argv: Vec<String>, stdin: Option<String> },
-    /// Teardown of the ip6tables backend on an nf_tables-based ip6tables: delete the `ip6 mangle` table
-    /// that creating our chain made appear, if it holds no rule any more.
+    Run {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Standard input.
+        stdin: Option<String>,
+    },
+    /// Delete the `ip6 mangle` table if it holds no rule (removal of the ip6tables chain on an
+    /// nf_tables-based ip6tables, which created that table when it did not exist before).
     DropEmptyMangle,
 }
 
-fn run(argv: &[&str]) -> Step {
-    Step::Run { argv: argv.iter().map(|s| s.to_string()).collect(), stdin: None }
+fn run(argv: &[&str]) -> Command {
+    Command::Run { argv: argv.iter().map(|s| s.to_string()).collect(), stdin: None }
+}
+
+fn ip6tables(args: &[&str]) -> Command {
+    run(&[&["ip6tables", "-w", "-t", "mangle"], args].concat())
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Sysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
+            Command::Run { argv, stdin: None } => write!(f, "{}", argv.join(" ")),
+            Command::Run { argv, stdin: Some(s) } => write!(f, "{} <<'EOF'\n{}EOF", argv.join(" "), s),
+            Command::DropEmptyMangle => write!(f, "nft delete table ip6 mangle  # created by ip6tables-nft, now empty"),
+        }
+    }
+}
+
+/// What [`install`] does with a step that is already in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WhenPresent {
+    /// Someone else's (a sysctl at its value, an existing rule or route): leave it, and leave it at exit.
+    Keep,
+    /// A stale copy of ours (a proxy killed without teardown): remove it and install afresh.
+    Replace,
+}
+
+impl Step {
+    /// The commands that install it.
+    pub fn install(&self) -> Vec<Command> {
+        match self {
+            Step::Sysctl { key, value } => vec![Command::Sysctl { key: key.clone(), value: value.clone() }],
+            Step::Rule { .. } | Step::LocalRoute { .. } => self.ip_command("add"),
+            Step::NftTable { ruleset, .. } => {
+                vec![Command::Run { argv: vec!["nft".into(), "-f".into(), "-".into()], stdin: Some(ruleset.clone()) }]
+            }
+            Step::IptablesChain { chain, rules } => {
+                let mut v = vec![ip6tables(&["-N", chain])];
+                for r in rules {
+                    let r: Vec<&str> = r.iter().map(String::as_str).collect();
+                    v.push(ip6tables(&[&["-A", chain.as_str()], r.as_slice()].concat()));
+                }
+                v.push(ip6tables(&["-I", "PREROUTING", "-j", chain]));
+                v
+            }
+        }
+    }
+
+    /// The commands that remove it; none for a sysctl, which [`install`] sets back to the value it found.
+    pub fn remove(&self) -> Vec<Command> {
+        match self {
+            Step::Sysctl { .. } => vec![],
+            Step::Rule { .. } | Step::LocalRoute { .. } => self.ip_command("del"),
+            Step::NftTable { name, .. } => vec![run(&["nft", "delete", "table", "ip6", name])],
+            Step::IptablesChain { chain, .. } => vec![
+                ip6tables(&["-D", "PREROUTING", "-j", chain]),
+                ip6tables(&["-F", chain]),
+                ip6tables(&["-X", chain]),
+            ],
+        }
+    }
+
+    /// `ip -6 rule|route VERB …` of a rule or route step (none for the others).
+    fn ip_command(&self, verb: &str) -> Vec<Command> {
+        let line = match self {
+            Step::Rule { mark, table, pref } => format!("ip -6 rule {verb} fwmark {mark} lookup {table} pref {pref}"),
+            Step::LocalRoute { table } => format!("ip -6 route {verb} local ::/0 dev lo table {table}"),
+            _ => return vec![],
+        };
+        // Numbers and keywords only: splitting on spaces is exact.
+        vec![Command::Run { argv: line.split(' ').map(String::from).collect(), stdin: None }]
+    }
+
+    /// Whether it is in place now.
+    fn present(&self) -> Result<bool, DatapathError> {
+        Ok(match self {
+            Step::Sysctl { key, value } => read_sysctl(key)? == *value,
+            Step::Rule { mark, table, pref } => {
+                let (m, t, p) = (mark.to_string(), table.to_string(), pref.to_string());
+                lists_something(&["ip", "-6", "rule", "list", "fwmark", &m, "lookup", &t, "pref", &p])?
+            }
+            // `ip route list` has its own selector syntax; it fails when the table does not exist yet.
+            Step::LocalRoute { table } => lists_something(&[
+                "ip",
+                "-6",
+                "route",
+                "list",
+                "table",
+                &table.to_string(),
+                "type",
+                "local",
+                "exact",
+                "::/0",
+                "dev",
+                "lo",
+            ])?,
+            Step::NftTable { name, .. } => succeeds(&["nft", "list", "table", "ip6", name]),
+            Step::IptablesChain { chain, .. } => succeeds(&["ip6tables", "-w", "-t", "mangle", "-S", chain]),
+        })
+    }
+
+    fn when_present(&self) -> WhenPresent {
+        match self {
+            Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. } => WhenPresent::Keep,
+            Step::NftTable { .. } | Step::IptablesChain { .. } => WhenPresent::Replace,
+        }
+    }
+
+    /// What undoes installing it now: [`Step::remove`], the sysctl's current value, or the cleanup of the
+    /// `ip6 mangle` table that ip6tables-nft is about to create.
+    fn undo(&self) -> Result<Vec<Command>, DatapathError> {
+        let mut undo = self.remove();
+        match self {
+            Step::Sysctl { key, .. } => undo.push(Command::Sysctl { key: key.clone(), value: read_sysctl(key)? }),
+            Step::IptablesChain { .. } => {
+                let nft_based = Process::new("ip6tables")
+                    .arg("-V")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
+                if nft_based && !succeeds(&["nft", "list", "table", "ip6", "mangle"]) {
+                    undo.push(Command::DropEmptyMangle);
+                }
+            }
+            _ => {}
+        }
+        Ok(undo)
+    }
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Step::Sysctl { key, value } => write!(f, "sysctl -w {key}={value}"),
-            Step::Run { argv, stdin: None } => write!(f, "{}", argv.join(" ")),
-            Step::Run { argv, stdin: Some(s) } => write!(f, "{} <<'EOF'\n{}EOF", argv.join(" "), s),
-            Step::DropEmptyMangle => write!(f, "nft delete table ip6 mangle  # created by ip6tables-nft, now empty"),
+            Step::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
+            Step::Rule { mark, table, pref } => write!(f, "ip -6 rule fwmark {mark} lookup {table} pref {pref}"),
+            Step::LocalRoute { table } => write!(f, "ip -6 route local ::/0 dev lo table {table}"),
+            Step::NftTable { name, .. } => write!(f, "nft table ip6 {name}"),
+            Step::IptablesChain { chain, .. } => write!(f, "ip6tables mangle chain {chain}"),
         }
     }
 }
@@ -75,10 +286,21 @@ impl fmt::Display for Step {
 /// Why the datapath could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
+    /// A command failed.
     #[error("`{step}` failed: {reason}")]
-    Step { step: String, reason: String },
+    Step {
+        /// The command.
+        step: String,
+        /// Its error or exit status and stderr.
+        reason: String,
+    },
+    /// A stale copy of a step could not be removed.
+    #[error("{0} exists and could not be removed")]
+    Stale(String),
+    /// No packet filter works.
     #[error("no packet filter: neither `nft` nor `ip6tables` works ({0})")]
     NoBackend(String),
+    /// A setting is out of range.
     #[error("invalid datapath setting: {0}")]
     Config(String),
 }
@@ -111,28 +333,6 @@ impl DatapathConfig {
         Ok(())
     }
 
-    fn sysctls(&self) -> Vec<(String, String)> {
-        let mut v = vec![
-            ("net.ipv6.conf.all.forwarding".to_string(), "1".to_string()),
-            ("net.ipv6.conf.all.seg6_enabled".to_string(), "1".to_string()),
-        ];
-        for d in &self.ingress {
-            v.push((format!("net.ipv6.conf.{d}.seg6_enabled"), "1".into()));
-        }
-        v
-    }
-
-    fn rule_args(&self) -> Vec<String> {
-        ["fwmark", &self.mark.to_string(), "lookup", &self.table.to_string(), "pref", &self.rule_pref.to_string()]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
-    }
-
-    fn route_args(&self) -> Vec<String> {
-        ["local", "::/0", "dev", "lo", "table", &self.table.to_string()].iter().map(|s| s.to_string()).collect()
-    }
-
     /// The nftables ruleset (DESIGN §4).
     pub fn nft_ruleset(&self) -> String {
         let m = format!("{:#x}", self.mark);
@@ -154,88 +354,47 @@ impl DatapathConfig {
         s
     }
 
-    fn chain(&self) -> String {
-        self.nft_table.to_uppercase()
-    }
-
+    /// The same rules for ip6tables, each as the arguments after `-A CHAIN`.
     fn iptables_rules(&self) -> Vec<Vec<String>> {
-        let c = self.chain();
         let m = self.mark.to_string();
-        let mut v: Vec<Vec<String>> = vec![
-            vec!["-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-mark", &m],
-            vec!["-p", "tcp", "-m", "socket", "--transparent", "-j", "ACCEPT"],
-        ]
-        .into_iter()
-        .map(|r| r.into_iter().map(String::from).collect())
-        .collect();
+        let mk = format!("{m}/{m}");
+        let port = self.port.to_string();
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let mut v = vec![
+            words(&["-p", "tcp", "-m", "socket", "--transparent", "-j", "MARK", "--set-mark", &m]),
+            words(&["-p", "tcp", "-m", "socket", "--transparent", "-j", "ACCEPT"]),
+        ];
         for p in &self.prefixes {
             let p = p.to_string();
-            let port = self.port.to_string();
-            let mk = format!("{m}/{m}");
-            v.push(
-                ["-d", &p, "-p", "tcp", "--syn", "-j", "TPROXY", "--on-port", &port, "--tproxy-mark", &mk]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-            );
+            v.push(words(&["-d", &p, "-p", "tcp", "--syn", "-j", "TPROXY", "--on-port", &port, "--tproxy-mark", &mk]));
         }
         for p in &self.prefixes {
-            let p = p.to_string();
-            v.push(["-d", &p, "-j", "MARK", "--set-mark", &m].iter().map(|s| s.to_string()).collect());
-        }
-        for r in &mut v {
-            let mut full: Vec<String> =
-                ["ip6tables", "-w", "-t", "mangle", "-A", &c].iter().map(|s| s.to_string()).collect();
-            full.append(r);
-            *r = full;
+            v.push(words(&["-d", &p.to_string(), "-j", "MARK", "--set-mark", &m]));
         }
         v
     }
 
-    /// Every command [`install`] would run with `backend` (for `setup --print`).
+    /// The datapath with `backend` ([`Backend::Auto`] plans nftables), in installation order.
     pub fn plan(&self, backend: Backend) -> Result<Vec<Step>, DatapathError> {
         self.check()?;
-        let mut steps: Vec<Step> = self.sysctls().into_iter().map(|(key, value)| Step::Sysctl { key, value }).collect();
-        let mut rule = vec!["ip".to_string(), "-6".into(), "rule".into(), "add".into()];
-        rule.extend(self.rule_args());
-        steps.push(Step::Run { argv: rule, stdin: None });
-        let mut route = vec!["ip".to_string(), "-6".into(), "route".into(), "add".into()];
-        route.extend(self.route_args());
-        steps.push(Step::Run { argv: route, stdin: None });
-        match backend {
-            Backend::Nft | Backend::Auto => steps
-                .push(Step::Run { argv: vec!["nft".into(), "-f".into(), "-".into()], stdin: Some(self.nft_ruleset()) }),
-            Backend::Iptables => {
-                let c = self.chain();
-                steps.push(run(&["ip6tables", "-w", "-t", "mangle", "-N", &c]));
-                for r in self.iptables_rules() {
-                    steps.push(Step::Run { argv: r, stdin: None });
-                }
-                steps.push(run(&["ip6tables", "-w", "-t", "mangle", "-I", "PREROUTING", "-j", &c]));
-            }
+        let mut steps = vec![
+            Step::Sysctl { key: "net.ipv6.conf.all.forwarding".into(), value: "1".into() },
+            Step::Sysctl { key: "net.ipv6.conf.all.seg6_enabled".into(), value: "1".into() },
+        ];
+        for d in &self.ingress {
+            steps.push(Step::Sysctl { key: format!("net.ipv6.conf.{d}.seg6_enabled"), value: "1".into() });
         }
+        steps.push(Step::Rule { mark: self.mark, table: self.table, pref: self.rule_pref });
+        steps.push(Step::LocalRoute { table: self.table });
+        steps.push(match backend {
+            Backend::Nft | Backend::Auto => {
+                Step::NftTable { name: self.nft_table.clone(), ruleset: self.nft_ruleset() }
+            }
+            Backend::Iptables => {
+                Step::IptablesChain { chain: self.nft_table.to_uppercase(), rules: self.iptables_rules() }
+            }
+        });
         Ok(steps)
-    }
-
-    /// The commands that undo [`DatapathConfig::plan`] (what `teardown` runs when it owns everything).
-    pub fn plan_teardown(&self, backend: Backend) -> Vec<Step> {
-        let mut v = vec![];
-        match backend {
-            Backend::Nft | Backend::Auto => v.push(run(&["nft", "delete", "table", "ip6", &self.nft_table])),
-            Backend::Iptables => {
-                let c = self.chain();
-                v.push(run(&["ip6tables", "-w", "-t", "mangle", "-D", "PREROUTING", "-j", &c]));
-                v.push(run(&["ip6tables", "-w", "-t", "mangle", "-F", &c]));
-                v.push(run(&["ip6tables", "-w", "-t", "mangle", "-X", &c]));
-            }
-        }
-        let mut route = vec!["ip".to_string(), "-6".into(), "route".into(), "del".into()];
-        route.extend(self.route_args());
-        v.push(Step::Run { argv: route, stdin: None });
-        let mut rule = vec!["ip".to_string(), "-6".into(), "rule".into(), "del".into()];
-        rule.extend(self.rule_args());
-        v.push(Step::Run { argv: rule, stdin: None });
-        v
     }
 }
 
@@ -249,16 +408,11 @@ fn read_sysctl(key: &str) -> Result<String, DatapathError> {
         .map_err(|e| DatapathError::Step { step: format!("sysctl {key}"), reason: e.to_string() })
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<(), DatapathError> {
-    std::fs::write(sysctl_path(key), value)
-        .map_err(|e| DatapathError::Step { step: format!("sysctl -w {key}={value}"), reason: e.to_string() })
-}
-
-/// Run one step; the error carries the program's stderr.
-pub fn apply(step: &Step) -> Result<(), DatapathError> {
-    match step {
-        Step::DropEmptyMangle => {
-            let rules = Command::new("ip6tables").args(["-w", "-t", "mangle", "-S"]).output();
+/// Run one command; the error carries the program's exit status and stderr.
+pub fn apply(cmd: &Command) -> Result<(), DatapathError> {
+    match cmd {
+        Command::DropEmptyMangle => {
+            let rules = Process::new("ip6tables").args(["-w", "-t", "mangle", "-S"]).output();
             let empty = rules.is_ok_and(|o| {
                 o.status.success() && String::from_utf8_lossy(&o.stdout).lines().all(|l| l.starts_with("-P "))
             });
@@ -267,13 +421,14 @@ pub fn apply(step: &Step) -> Result<(), DatapathError> {
             }
             Ok(())
         }
-        Step::Sysctl { key, value } => write_sysctl(key, value),
-        Step::Run { argv, stdin } => {
-            let fail = |reason: String| DatapathError::Step { step: step.to_string(), reason };
-            let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
-            cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-            let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+        Command::Sysctl { key, value } => std::fs::write(sysctl_path(key), value)
+            .map_err(|e| DatapathError::Step { step: cmd.to_string(), reason: e.to_string() }),
+        Command::Run { argv, stdin } => {
+            let fail = |reason: String| DatapathError::Step { step: cmd.to_string(), reason };
+            let mut p = Process::new(&argv[0]);
+            p.args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::piped());
+            p.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+            let mut child = p.spawn().map_err(|e| fail(e.to_string()))?;
             if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
                 pipe.write_all(text.as_bytes()).map_err(|e| fail(e.to_string()))?;
             }
@@ -287,8 +442,23 @@ pub fn apply(step: &Step) -> Result<(), DatapathError> {
     }
 }
 
+/// Whether `argv` exits with status 0.
+fn succeeds(argv: &[&str]) -> bool {
+    works(argv).is_ok()
+}
+
+/// Whether `argv` succeeds and prints something (a listing with a selector that matched).
+fn lists_something(argv: &[&str]) -> Result<bool, DatapathError> {
+    let out = Process::new(argv[0])
+        .args(&argv[1..])
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|e| DatapathError::Step { step: argv.join(" "), reason: e.to_string() })?;
+    Ok(out.status.success() && !out.stdout.trim_ascii().is_empty())
+}
+
 fn works(argv: &[&str]) -> Result<(), String> {
-    match Command::new(argv[0]).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+    match Process::new(argv[0]).args(&argv[1..]).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
         Ok(o) if o.status.success() => Ok(()),
         Ok(o) => Err(format!("{}: {}", argv.join(" "), String::from_utf8_lossy(&o.stderr).trim())),
         Err(e) => Err(format!("{}: {e}", argv[0])),
@@ -312,97 +482,50 @@ pub fn resolve_backend(b: Backend) -> Result<Backend, DatapathError> {
     }
 }
 
-/// An installed datapath: the undo steps of what was changed, run by [`Datapath::teardown`] or on drop.
+/// An installed datapath: the undo of each step it changed, run by [`Datapath::teardown`] or on drop.
 #[derive(Debug)]
 pub struct Datapath {
-    undo: Vec<Step>,
+    undo: Vec<Vec<Command>>,
 }
 
-/// Install the datapath; on failure, undo what was already done.
+/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done.
 pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
-    cfg.check()?;
-    let backend = resolve_backend(cfg.backend)?;
-    let mut dp = Datapath { undo: Vec::new() };
+    let steps = cfg.plan(resolve_backend(cfg.backend)?)?;
     // Everything applied so far is undone by `dp`'s drop if a later step fails.
-    for (key, value) in cfg.sysctls() {
-        let old = read_sysctl(&key)?;
-        if old != value {
-            write_sysctl(&key, &value)?;
-            tracing::info!("sysctl {key}={value} (was {old})");
-            dp.undo.push(Step::Sysctl { key, value: old });
-        }
-    }
-    let rule_args = cfg.rule_args();
-    let listed = Command::new("ip")
-        .args(["-6", "rule", "list"])
-        .args(&rule_args[..4])
-        .output()
-        .map_err(|e| DatapathError::Step { step: "ip -6 rule list".into(), reason: e.to_string() })?;
-    if String::from_utf8_lossy(&listed.stdout).trim().is_empty() {
-        let mut add = vec!["ip".to_string(), "-6".into(), "rule".into(), "add".into()];
-        add.extend(rule_args.iter().cloned());
-        let step = Step::Run { argv: add, stdin: None };
-        apply(&step)?;
-        tracing::info!("{step}");
-        let mut del = vec!["ip".to_string(), "-6".into(), "rule".into(), "del".into()];
-        del.extend(rule_args);
-        dp.undo.push(Step::Run { argv: del, stdin: None });
-    } else {
-        tracing::info!("ip -6 rule fwmark {} lookup {} already present: left as is", cfg.mark, cfg.table);
-    }
-    let mut add = vec!["ip".to_string(), "-6".into(), "route".into(), "add".into()];
-    add.extend(cfg.route_args());
-    let step = Step::Run { argv: add, stdin: None };
-    match apply(&step) {
-        Ok(()) => {
-            tracing::info!("{step}");
-            let mut del = vec!["ip".to_string(), "-6".into(), "route".into(), "del".into()];
-            del.extend(cfg.route_args());
-            dp.undo.push(Step::Run { argv: del, stdin: None });
-        }
-        Err(DatapathError::Step { reason, .. }) if reason.contains("File exists") => {
-            tracing::info!("route local ::/0 table {} already present: left as is", cfg.table);
-        }
-        Err(e) => return Err(e),
-    }
-    match backend {
-        Backend::Nft | Backend::Auto => {
-            if works(&["nft", "list", "table", "ip6", &cfg.nft_table]).is_ok() {
-                tracing::warn!("nft table ip6 {} exists (stale?): replacing it", cfg.nft_table);
-                apply(&run(&["nft", "delete", "table", "ip6", &cfg.nft_table]))?;
+    let mut dp = Datapath { undo: Vec::new() };
+    for step in steps {
+        if step.present()? {
+            match step.when_present() {
+                WhenPresent::Keep => {
+                    tracing::info!("{step}: already in place, left as is");
+                    continue;
+                }
+                WhenPresent::Replace => {
+                    tracing::warn!("{step} exists (stale?): replacing it");
+                    // Best effort: some parts may be missing; what counts is that it is gone after.
+                    for cmd in step.remove() {
+                        if let Err(e) = apply(&cmd) {
+                            tracing::debug!("{e}");
+                        }
+                    }
+                    if step.present()? {
+                        return Err(DatapathError::Stale(step.to_string()));
+                    }
+                }
             }
-            let step = Step::Run { argv: vec!["nft".into(), "-f".into(), "-".into()], stdin: Some(cfg.nft_ruleset()) };
-            apply(&step)?;
-            tracing::info!("nft table ip6 {} installed", cfg.nft_table);
-            dp.undo.push(run(&["nft", "delete", "table", "ip6", &cfg.nft_table]));
         }
-        Backend::Iptables => {
-            let c = cfg.chain();
-            // ip6tables-nft creates the nftables table `ip6 mangle` on first use: remove it again at exit
-            // if it did not exist before and nothing else uses it then.
-            let nft_based = Command::new("ip6tables")
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
-            if nft_based && works(&["nft", "list", "table", "ip6", "mangle"]).is_err() {
-                dp.undo.push(Step::DropEmptyMangle);
+        let undo = step.undo()?;
+        for cmd in step.install() {
+            if let Err(e) = apply(&cmd) {
+                // Remove the part of this step that was applied; earlier steps go with `dp`.
+                for cmd in &undo {
+                    let _ = apply(cmd);
+                }
+                return Err(e);
             }
-            if works(&["ip6tables", "-w", "-t", "mangle", "-S", &c]).is_ok() {
-                tracing::warn!("ip6tables chain {c} exists (stale?): replacing it");
-                while works(&["ip6tables", "-w", "-t", "mangle", "-D", "PREROUTING", "-j", &c]).is_ok() {}
-                apply(&run(&["ip6tables", "-w", "-t", "mangle", "-F", &c]))?;
-                apply(&run(&["ip6tables", "-w", "-t", "mangle", "-X", &c]))?;
-            }
-            apply(&run(&["ip6tables", "-w", "-t", "mangle", "-N", &c]))?;
-            dp.undo.push(run(&["ip6tables", "-w", "-t", "mangle", "-X", &c]));
-            dp.undo.push(run(&["ip6tables", "-w", "-t", "mangle", "-F", &c]));
-            for r in cfg.iptables_rules() {
-                apply(&Step::Run { argv: r, stdin: None })?;
-            }
-            apply(&run(&["ip6tables", "-w", "-t", "mangle", "-I", "PREROUTING", "-j", &c]))?;
-            dp.undo.push(run(&["ip6tables", "-w", "-t", "mangle", "-D", "PREROUTING", "-j", &c]));
-            tracing::info!("ip6tables mangle chain {c} installed");
         }
+        tracing::info!("{step}: installed");
+        dp.undo.push(undo);
     }
     Ok(dp)
 }
@@ -410,10 +533,12 @@ pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
 impl Datapath {
     /// Undo everything [`install`] changed, newest first. Idempotent.
     pub fn teardown(&mut self) {
-        while let Some(step) = self.undo.pop() {
-            match apply(&step) {
-                Ok(()) => tracing::info!("teardown: {step}"),
-                Err(e) => tracing::warn!("teardown: {e}"),
+        while let Some(undo) = self.undo.pop() {
+            for cmd in undo {
+                match apply(&cmd) {
+                    Ok(()) => tracing::info!("teardown: {cmd}"),
+                    Err(e) => tracing::warn!("teardown: {e}"),
+                }
             }
         }
     }
@@ -442,10 +567,14 @@ mod tests {
         }
     }
 
+    fn commands(steps: &[Step], f: impl Fn(&Step) -> Vec<Command>) -> Vec<String> {
+        steps.iter().flat_map(f).map(|c| c.to_string()).collect()
+    }
+
     #[test]
     fn nft_plan_matches_design() {
         let steps = cfg().plan(Backend::Nft).unwrap();
-        let text: Vec<String> = steps.iter().map(|s| s.to_string()).collect();
+        let text = commands(&steps, Step::install);
         assert_eq!(text[0], "sysctl -w net.ipv6.conf.all.forwarding=1");
         assert_eq!(text[2], "sysctl -w net.ipv6.conf.eth0.seg6_enabled=1");
         assert_eq!(text[3], "ip -6 rule add fwmark 1 lookup 100 pref 100");
@@ -454,15 +583,29 @@ mod tests {
             "ip6 daddr fc00:f1::/80 tcp flags & (syn | ack) == syn tproxy to :5001 meta mark set 0x1 accept"
         ));
         assert!(text[5].contains("meta l4proto tcp socket transparent 1 meta mark set 0x1 accept"));
+        assert_eq!(text.len(), 6);
+        // Removal mirrors installation, step by step (sysctls are restored to what install found).
+        let undo: Vec<String> = commands(&steps, Step::remove).into_iter().rev().collect();
+        assert_eq!(
+            undo,
+            [
+                "nft delete table ip6 srv6pipes",
+                "ip -6 route del local ::/0 dev lo table 100",
+                "ip -6 rule del fwmark 1 lookup 100 pref 100",
+            ]
+        );
     }
 
     #[test]
     fn iptables_plan_and_bad_names() {
-        let text: Vec<String> = cfg().plan(Backend::Iptables).unwrap().iter().map(|s| s.to_string()).collect();
-        assert!(text.iter().any(
-            |l| l.ends_with("-A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 --tproxy-mark 1/1")
-        ));
-        assert!(text.last().unwrap().ends_with("-I PREROUTING -j SRV6PIPES"));
+        let steps = cfg().plan(Backend::Iptables).unwrap();
+        let text = commands(&steps, Step::install);
+        assert!(text.iter().any(|l| l
+            == "ip6tables -w -t mangle -A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 \
+                --tproxy-mark 1/1"));
+        assert_eq!(text.last().unwrap(), "ip6tables -w -t mangle -I PREROUTING -j SRV6PIPES");
+        assert_eq!(commands(&steps, Step::remove).first().unwrap(), "ip -6 rule del fwmark 1 lookup 100 pref 100");
+        assert_eq!(commands(&steps, Step::remove).last().unwrap(), "ip6tables -w -t mangle -X SRV6PIPES");
         let mut c = cfg();
         c.ingress = vec!["../x".into()];
         assert!(c.plan(Backend::Nft).is_err());

@@ -14,46 +14,63 @@ use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
+use srv6pipes_api::abi::Direction;
+use srv6pipes_api::control::FlowState;
+
 use crate::module::{self, Function, Instance, ModuleError, Registry};
-use crate::stats::{FlowMeta, FlowState, FlowTable, LogLimit};
-use crate::{relay, timewait};
+use crate::relay::{self, RelayConfig};
+use crate::stats::{FlowEntry, FlowMeta, FlowTable, LogLimit};
+use crate::timewait;
 
 /// Settings the data path needs.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
+    /// Function prefixes (locators) of this proxy.
     pub prefixes: Vec<Ipv6Prefix>,
+    /// How SIDs split into locator, function and argument.
     pub layout: SidLayout,
+    /// Bound on the outbound connect.
     pub connect_timeout: Duration,
-    /// Bytes per relay buffer (each transformed direction has an input and an output buffer).
-    pub buffer_size: usize,
-    /// Relay untransformed directions with splice(2).
-    pub splice: bool,
-    /// Pipe size for splice.
-    pub pipe_size: usize,
     /// Bind the outbound leg to the client's port too (falls back to an ephemeral port if taken).
     pub keep_client_port: bool,
+    /// Buffers and splice.
+    pub relay: RelayConfig,
 }
 
 /// Everything the workers share.
 pub struct Shared {
+    /// Settings.
     pub cfg: FlowConfig,
+    /// Loaded modules.
     pub registry: Registry,
+    /// Live flows and counters.
     pub flows: FlowTable,
 }
 
 /// Why a flow was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
+    /// The SYN carried no SRH.
     #[error("the SYN carried no SRH")]
     NoSrh,
+    /// The SRH did not parse.
     #[error("malformed SRH: {0}")]
     Malformed(#[from] libsrv6sock::wire::Error),
+    /// No segment in our prefixes.
     #[error("no segment of the SRH is in this proxy's prefixes")]
     NotOurs,
+    /// No loaded function has the SID's function number.
     #[error("SID {sid} names function {function}, which no loaded module provides")]
-    UnknownFunction { sid: Ipv6Addr, function: u64 },
-    #[error("{0}")]
+    UnknownFunction {
+        /// The SID.
+        sid: Ipv6Addr,
+        /// Its function bits.
+        function: u64,
+    },
+    /// The function's spawn failed.
+    #[error(transparent)]
     Spawn(#[from] ModuleError),
+    /// Reading the SRH failed.
     #[error("socket: {0}")]
     Socket(#[from] io::Error),
 }
@@ -63,7 +80,9 @@ pub enum Refusal {
 pub struct Route {
     /// This proxy's SID.
     pub sid: Ipv6Addr,
+    /// Function bits of the SID.
     pub function: u64,
+    /// Argument bits of the SID.
     pub argument: u64,
     /// SRH for the outbound leg (segments below our SID, TLVs kept), `None` when only the final
     /// destination remains.
@@ -209,7 +228,7 @@ fn prepare(
         .ok_or(Refusal::UnknownFunction { sid: route.sid, function: route.function })?;
     let info = module::flow_info(id, worker as u32, client, server, route.sid, route.function, route.argument);
     let inst = Instance::spawn(func.clone(), &info)?;
-    let inst = (func.transforms(module::UP) || func.transforms(module::DOWN)).then_some(inst);
+    let inst = Direction::BOTH.into_iter().any(|d| func.transforms(d)).then_some(inst);
     Ok((route, func, inst))
 }
 
@@ -257,7 +276,7 @@ async fn run(
     server: SocketAddrV6,
     route: Route,
     inst: Option<Instance>,
-    entry: &crate::stats::FlowEntry,
+    entry: &FlowEntry,
     shared: &Shared,
 ) -> bool {
     let outbound = match connect_out(client, server, route.out_srh.as_deref(), &shared.cfg).await {
@@ -273,7 +292,7 @@ async fn run(
         }
     };
     entry.set_state(FlowState::Established);
-    let result = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg).await;
+    let result = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg.relay).await;
     entry.set_state(FlowState::Closing);
     match result {
         Ok(first) => {

@@ -1,10 +1,14 @@
 //! srv6pipes-proxy: the transparent SR-aware TCP proxy of SRv6Pipes (DESIGN §4–§5).
 //!
-//! * [`datapath`]: install/remove the kernel datapath (sysctls, ip rule/route, nftables or ip6tables).
+//! * [`datapath`]: the kernel datapath as a plan of steps (sysctls, ip rule/route, nftables or ip6tables),
+//!   installed and removed.
 //! * [`flow`]: per-flow setup from the SYN's SRH; outbound leg spoofing the client.
 //! * [`relay`]: both directions through the function, splice for untransformed ones.
-//! * [`module`]: the C module ABI, loader and registry; [`builtin`]: `copy` and `xor`.
-//! * [`control`]: the JSON control socket; [`stats`]: flow table and counters.
+//! * [`module`]: the loader and registry of modules (C ABI of `srv6pipes_api::abi`); [`builtin`]: `copy`
+//!   and `xor`.
+//! * [`control`]: the control socket's server (protocol of `srv6pipes_api::control`); [`stats`]: flow table
+//!   and counters.
+//! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets.
 //! * [`proxy`]: workers and the process lifecycle (signals, teardown).
 
 pub mod builtin;

@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use srv6pipes_api::control::{
+    decode_reply, exchange, ControlError, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply,
+    VersionReply,
+};
 use srv6pipes_proxy::config::{ProxyArgs, DEFAULT_CONTROL};
-use srv6pipes_proxy::{control, datapath};
+use srv6pipes_proxy::datapath::{self, Step};
 
 /// Transparent SR-aware TCP proxy: terminates flows steered to its function SIDs, runs the function on
 /// the bytestream and opens the next leg as the client.
@@ -45,7 +50,7 @@ enum Cmd {
         #[arg(long)]
         json: bool,
         #[command(subcommand)]
-        req: CtlCmd,
+        cmd: CtlCmd,
     },
 }
 
@@ -58,9 +63,15 @@ enum CtlCmd {
     /// Loaded modules and their functions.
     Modules,
     /// Load a module (.so) at run time.
-    Load { path: PathBuf },
+    Load {
+        /// The shared object.
+        path: PathBuf,
+    },
     /// Unload a module by name; flows using it keep it until they end.
-    Unload { name: String },
+    Unload {
+        /// Module name.
+        name: String,
+    },
     /// Proxy and ABI version.
     Version,
 }
@@ -90,116 +101,139 @@ fn human_bytes(v: u64) -> String {
     }
 }
 
-fn print_reply(req: &CtlCmd, v: &Value) {
-    let s = |x: &Value| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string());
-    let u = |x: &Value| x.as_u64().unwrap_or(0);
-    match req {
-        CtlCmd::Flows => {
-            let flows = v["flows"].as_array().cloned().unwrap_or_default();
-            println!(
-                "{:>6} {:<30} {:<30} {:<26} {:<10} {:>10} {:>9} {:>9} {:<14} {:>8}",
-                "ID", "CLIENT", "SERVER", "SID", "FUNCTION", "ARG", "UP", "DOWN", "STATE", "AGE"
-            );
-            for f in &flows {
-                println!(
-                    "{:>6} {:<30} {:<30} {:<26} {:<10} {:>#10x} {:>9} {:>9} {:<14} {:>7.1}s",
-                    u(&f["id"]),
-                    s(&f["client"]),
-                    s(&f["server"]),
-                    s(&f["sid"]),
-                    s(&f["function"]),
-                    u(&f["argument"]),
-                    human_bytes(u(&f["bytes_up"])),
-                    human_bytes(u(&f["bytes_down"])),
-                    s(&f["state"]),
-                    u(&f["age_ms"]) as f64 / 1000.0
-                );
+/// Print the reply `line` to the request: raw, or decoded as `T` and shown by `show`. A refusal is
+/// reported on stderr and makes the exit status 1; a reply that does not decode is an error.
+fn reply<T: DeserializeOwned>(line: &str, raw: bool, show: impl FnOnce(T)) -> anyhow::Result<ExitCode> {
+    if raw {
+        print!("{line}");
+    }
+    match decode_reply::<T>(line) {
+        Ok(r) => {
+            if !raw {
+                show(r);
             }
-            println!("{} flow(s)", flows.len());
+            Ok(ExitCode::SUCCESS)
         }
-        CtlCmd::Stats => {
-            if let Some(o) = v["stats"].as_object() {
-                for (k, val) in o {
-                    println!("{k:<26} {val}");
-                }
+        Err(ControlError::Refused(e)) => {
+            if !raw {
+                eprintln!("srv6pipes-proxy ctl: {e}");
             }
+            Ok(ExitCode::FAILURE)
         }
-        CtlCmd::Modules => {
-            for m in v["modules"].as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{} {} ({}) flows={}",
-                    s(&m["name"]),
-                    m["version"].as_str().unwrap_or("-"),
-                    m["path"].as_str().unwrap_or("built-in"),
-                    u(&m["flows"])
-                );
-                for f in m["functions"].as_array().cloned().unwrap_or_default() {
-                    let dirs: Vec<String> =
-                        f["directions"].as_array().cloned().unwrap_or_default().iter().map(s).collect();
-                    let dirs = if dirs.is_empty() { "relay".to_string() } else { dirs.join("+") };
-                    println!("  {:>5}  {:<16} {}", u(&f["id"]), s(&f["name"]), dirs);
-                }
-            }
-        }
-        CtlCmd::Load { .. } => println!("loaded {}", s(&v["module"])),
-        CtlCmd::Unload { .. } => {
-            println!("unloaded {} ({} flow(s) still using it)", s(&v["module"]), u(&v["flows_still_using"]))
-        }
-        CtlCmd::Version => println!("srv6pipes-proxy {} (module ABI {})", s(&v["version"]), u(&v["abi_version"])),
+        Err(e) => Err(e).context("the proxy's reply"),
     }
 }
 
-fn ctl(control: PathBuf, raw: bool, req: CtlCmd) -> anyhow::Result<ExitCode> {
-    let msg = match &req {
-        CtlCmd::Flows => json!({"cmd": "flows"}),
-        CtlCmd::Stats => json!({"cmd": "stats"}),
-        CtlCmd::Modules => json!({"cmd": "modules"}),
-        CtlCmd::Version => json!({"cmd": "version"}),
-        CtlCmd::Load { path } => {
-            let abs = std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?;
-            json!({"cmd": "load", "path": abs})
-        }
-        CtlCmd::Unload { name } => json!({"cmd": "unload", "name": name}),
-    };
-    let reply = control::request(&control, &msg)?;
-    let ok = reply["ok"].as_bool().unwrap_or(false);
-    if raw {
-        println!("{reply}");
-    } else if ok {
-        print_reply(&req, &reply);
-    } else {
-        eprintln!("srv6pipes-proxy ctl: {}", reply["error"].as_str().unwrap_or("error"));
+fn print_flows(r: FlowsReply) {
+    println!(
+        "{:>6} {:<30} {:<30} {:<26} {:<10} {:>10} {:>9} {:>9} {:<14} {:>8}",
+        "ID", "CLIENT", "SERVER", "SID", "FUNCTION", "ARG", "UP", "DOWN", "STATE", "AGE"
+    );
+    for f in &r.flows {
+        println!(
+            "{:>6} {:<30} {:<30} {:<26} {:<10} {:>#10x} {:>9} {:>9} {:<14} {:>7.1}s",
+            f.id,
+            f.client.to_string(),
+            f.server.to_string(),
+            f.sid.to_string(),
+            f.function,
+            f.argument,
+            human_bytes(f.bytes_up),
+            human_bytes(f.bytes_down),
+            f.state.as_str(),
+            f.age_ms as f64 / 1000.0
+        );
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    println!("{} flow(s)", r.flows.len());
+}
+
+fn print_stats(r: StatsReply) {
+    // The counters' names are their field names (sorted: JSON objects are maps here).
+    if let Ok(serde_json::Value::Object(counters)) = serde_json::to_value(&r.stats) {
+        for (name, value) in counters {
+            println!("{name:<26} {value}");
+        }
+    }
+}
+
+fn print_modules(r: ModulesReply) {
+    for m in r.modules {
+        let path = m.path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in".into());
+        println!("{} {} ({path}) flows={}", m.name, m.version.as_deref().unwrap_or("-"), m.flows);
+        for f in m.functions {
+            let dirs: Vec<&str> = f.directions.iter().map(|d| d.as_str()).collect();
+            let dirs = if dirs.is_empty() { "relay".to_string() } else { dirs.join("+") };
+            println!("  {:>5}  {:<16} {dirs}", f.id, f.name);
+        }
+    }
+}
+
+fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
+    let req = match &cmd {
+        CtlCmd::Flows => Request::Flows,
+        CtlCmd::Stats => Request::Stats,
+        CtlCmd::Modules => Request::Modules,
+        CtlCmd::Version => Request::Version,
+        // The proxy resolves paths in its own working directory: send an absolute one.
+        CtlCmd::Load { path } => {
+            Request::Load { path: std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))? }
+        }
+        CtlCmd::Unload { name } => Request::Unload { name: name.clone() },
+    };
+    let line = exchange(&control, &req, Duration::from_secs(10)).context("talking to the proxy")?;
+    match cmd {
+        CtlCmd::Flows => reply(&line, raw, print_flows),
+        CtlCmd::Stats => reply(&line, raw, print_stats),
+        CtlCmd::Modules => reply(&line, raw, print_modules),
+        CtlCmd::Load { .. } => reply(&line, raw, |r: LoadReply| println!("loaded {}", r.module)),
+        CtlCmd::Unload { .. } => reply(&line, raw, |r: UnloadReply| {
+            println!("unloaded {} ({} flow(s) still using it)", r.module, r.flows_still_using)
+        }),
+        CtlCmd::Version => reply(&line, raw, |r: VersionReply| {
+            println!("srv6pipes-proxy {} (module ABI {})", r.version, r.abi_version)
+        }),
+    }
+}
+
+/// `setup --print [--teardown]`: the commands of the plan's steps, then those removing them, newest first.
+fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
+    let cfg = proxy.resolve().context("configuration")?;
+    let backend = datapath::resolve_backend(cfg.datapath.backend).unwrap_or(datapath::Backend::Nft);
+    let steps = cfg.datapath.plan(backend)?;
+    for cmd in steps.iter().flat_map(Step::install) {
+        println!("{cmd}");
+    }
+    if teardown {
+        println!("# teardown (sysctls go back to the values the proxy found)");
+        for cmd in steps.iter().rev().flat_map(Step::remove) {
+            println!("{cmd}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run the proxy until a signal.
+fn run(args: &ProxyArgs) -> anyhow::Result<ExitCode> {
+    let cfg = args.resolve().context("configuration")?;
+    srv6pipes_proxy::proxy::run(cfg)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Some(Cmd::Ctl { control, json, req }) => ctl(control, json, req),
+        Some(Cmd::Ctl { control, json, cmd }) => ctl(control, json, cmd),
         Some(Cmd::Setup { print, teardown, proxy }) => {
             init_logs(cli.verbose);
-            (|| {
-                if !print {
-                    anyhow::bail!("`setup` only prints (--print); running the proxy installs the datapath");
-                }
-                let cfg = proxy.resolve()?;
-                let backend = datapath::resolve_backend(cfg.datapath.backend).unwrap_or(datapath::Backend::Nft);
-                for step in cfg.datapath.plan(backend)? {
-                    println!("{step}");
-                }
-                if teardown {
-                    println!("# teardown");
-                    for step in cfg.datapath.plan_teardown(backend) {
-                        println!("{step}");
-                    }
-                }
-                Ok(ExitCode::SUCCESS)
-            })()
+            if print {
+                print_setup(&proxy, teardown)
+            } else {
+                Err(anyhow::anyhow!("`setup` only prints (--print); running the proxy installs the datapath"))
+            }
         }
         None => {
             init_logs(cli.verbose);
-            cli.proxy.resolve().and_then(srv6pipes_proxy::proxy::run).map(|()| ExitCode::SUCCESS)
+            run(&cli.proxy)
         }
     };
     match result {

@@ -1,5 +1,5 @@
-//! Bytestream functions as modules: the C ABI of `include/srv6pipes_module.h` (see srv6pipes-module(3)),
-//! the loader (`dlopen`) and the registry that maps function numbers to loaded functions.
+//! Bytestream functions as modules: the loader (`dlopen`) of the C ABI that `srv6pipes_api::abi` mirrors
+//! (srv6pipes-module(3)), and the registry that maps function numbers to loaded functions.
 //!
 //! Lifetimes: the registry holds an `Arc<Module>`; each flow holds an `Arc<Function>`, which holds its
 //! module. Unloading removes the module from the registry (new flows can no longer select its functions);
@@ -12,114 +12,107 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-
-/// ABI version this proxy implements (`SRV6PIPES_ABI_VERSION`).
-pub const ABI_VERSION: u32 = 1;
-/// Symbol every module exports.
-pub const MODULE_SYMBOL: &CStr = c"srv6pipes_module";
-
-/// Direction client → server.
-pub const UP: c_int = 0;
-/// Direction server → client.
-pub const DOWN: c_int = 1;
-/// `directions` bit for [`UP`].
-pub const DIR_UP: u32 = 1 << UP;
-/// `directions` bit for [`DOWN`].
-pub const DIR_DOWN: u32 = 1 << DOWN;
-/// `process()` flag: last input of the direction.
-pub const FLAG_EOF: u32 = 1;
-/// `process()` result: progress / flushed.
-pub const OK: c_int = 0;
-/// `process()` result: output full, call again.
-pub const MORE: c_int = 1;
-/// Result: failure.
-pub const ERROR: c_int = -1;
-
-/// `struct srv6pipes_flow`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct FlowInfoC {
-    pub size: u32,
-    pub worker: u32,
-    pub flow_id: u64,
-    pub client: [u8; 16],
-    pub server: [u8; 16],
-    pub client_port: u16,
-    pub server_port: u16,
-    pub reserved: u32,
-    pub sid: [u8; 16],
-    pub function: u64,
-    pub argument: u64,
-}
-
-/// `int (*init)(void)`.
-pub type InitFn = unsafe extern "C" fn() -> c_int;
-/// `int (*spawn)(const struct srv6pipes_flow *, uint64_t, void **)`.
-pub type SpawnFn = unsafe extern "C" fn(*const FlowInfoC, u64, *mut *mut c_void) -> c_int;
-/// `int (*process)(...)`.
-pub type ProcessFn =
-    unsafe extern "C" fn(*mut c_void, c_int, *const u8, usize, *mut usize, *mut u8, usize, *mut usize, u32) -> c_int;
-/// `void (*despawn)(void *)`.
-pub type DespawnFn = unsafe extern "C" fn(*mut c_void);
-/// `void (*deinit)(void)`.
-pub type DeinitFn = unsafe extern "C" fn();
-
-/// `struct srv6pipes_func`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct FuncC {
-    pub id: u64,
-    pub name: *const c_char,
-    pub directions: u32,
-    pub flags: u32,
-    pub init: Option<InitFn>,
-    pub spawn: Option<SpawnFn>,
-    pub process: Option<ProcessFn>,
-    pub despawn: Option<DespawnFn>,
-    pub deinit: Option<DeinitFn>,
-}
-
-/// `struct srv6pipes_module`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct ModuleC {
-    pub abi_version: u32,
-    pub nfuncs: u32,
-    pub name: *const c_char,
-    pub version: *const c_char,
-    pub funcs: *const FuncC,
-}
+use srv6pipes_api::abi::{
+    DeinitFn, Direction, FlowInfo, FuncDesc, ModuleDesc, ABI_VERSION, DIR_BOTH, FLAG_EOF, MODULE_SYMBOL, MORE, OK,
+};
+use srv6pipes_api::control::{FunctionInfo, ModuleInfo};
+use srv6pipes_api::function::Progress;
 
 /// Why a module could not be loaded or unloaded, or a function failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ModuleError {
-    #[error("dlopen {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("{path}: no symbol {symbol}: {reason}")]
-    Symbol { path: PathBuf, symbol: &'static str, reason: String },
+    /// `dlopen` failed.
+    #[error("dlopen {}: {reason}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// `dlerror()`.
+        reason: String,
+    },
+    /// The module does not export its descriptor.
+    #[error("{}: no symbol {symbol}: {reason}", path.display())]
+    Symbol {
+        /// The file.
+        path: PathBuf,
+        /// The symbol looked up.
+        symbol: &'static str,
+        /// `dlerror()`.
+        reason: String,
+    },
+    /// The module implements another ABI version.
     #[error("module {module}: ABI version {found}, this proxy implements {ABI_VERSION}")]
-    AbiVersion { module: String, found: u32 },
+    AbiVersion {
+        /// The module.
+        module: String,
+        /// Its `abi_version`.
+        found: u32,
+    },
+    /// The descriptor breaks the ABI's rules.
     #[error("module {module}: {reason}")]
-    Invalid { module: String, reason: String },
+    Invalid {
+        /// The module.
+        module: String,
+        /// Which rule.
+        reason: String,
+    },
+    /// A module of that name is loaded.
     #[error("module name {0:?} is already loaded")]
     DuplicateModule(String),
+    /// A loaded function has the same number.
     #[error("function {id} ({name}) of module {module} is already provided by {other}")]
-    DuplicateFunction { module: String, id: u64, name: String, other: String },
+    DuplicateFunction {
+        /// The module being loaded.
+        module: String,
+        /// The function number.
+        id: u64,
+        /// The function's name.
+        name: String,
+        /// `module:function` that has the number.
+        other: String,
+    },
+    /// A function's `init` failed.
     #[error("function {name} of module {module}: init failed ({code})")]
-    Init { module: String, name: String, code: c_int },
+    Init {
+        /// The module.
+        module: String,
+        /// The function.
+        name: String,
+        /// What `init` returned.
+        code: c_int,
+    },
+    /// No module of that name is loaded.
     #[error("no module named {0:?} is loaded")]
     NotLoaded(String),
+    /// Built-in modules stay.
     #[error("module {0:?} is built in and cannot be unloaded")]
     BuiltIn(String),
+    /// A function's `spawn` refused the flow.
     #[error("function {name}: spawn failed ({code})")]
-    Spawn { name: String, code: c_int },
+    Spawn {
+        /// The function.
+        name: String,
+        /// What `spawn` returned.
+        code: c_int,
+    },
+    /// A function's `process` failed.
     #[error("function {name}: process failed ({code})")]
-    Process { name: String, code: c_int },
+    Process {
+        /// The function.
+        name: String,
+        /// What `process` returned.
+        code: c_int,
+    },
+    /// A function's `process` broke the ABI's contract.
     #[error("function {name}: process broke the ABI contract: {reason}")]
-    Contract { name: String, reason: &'static str },
+    Contract {
+        /// The function.
+        name: String,
+        /// Which rule.
+        reason: &'static str,
+    },
 }
 
 /// A `dlopen` handle, closed on drop.
@@ -172,10 +165,13 @@ impl Drop for Library {
 
 /// One function of a loaded module.
 pub struct Function {
+    /// Function number.
     pub id: u64,
+    /// Function name.
     pub name: String,
+    /// `SRV6PIPES_DIR_*` bits it transforms.
     pub directions: u32,
-    raw: FuncC,
+    raw: FuncDesc,
     module: Arc<ModuleCore>,
 }
 
@@ -192,8 +188,8 @@ impl Function {
     }
 
     /// Whether direction `dir` is transformed (otherwise relayed unchanged).
-    pub fn transforms(&self, dir: c_int) -> bool {
-        self.raw.process.is_some() && self.directions & (1 << dir) != 0
+    pub fn transforms(&self, dir: Direction) -> bool {
+        self.raw.process.is_some() && self.directions & dir.bit() != 0
     }
 }
 
@@ -201,7 +197,7 @@ impl Function {
 struct ModuleCore {
     name: String,
     /// Live instances (flows) of the module's functions.
-    active: std::sync::atomic::AtomicUsize,
+    active: AtomicUsize,
     /// Functions whose init succeeded: their deinit runs on drop.
     deinits: Vec<DeinitFn>,
     /// Dropped last (field order): dlclose after the deinits.
@@ -221,9 +217,13 @@ impl Drop for ModuleCore {
 
 /// A loaded module as the registry keeps it.
 pub struct Module {
+    /// Module name.
     pub name: String,
+    /// Its free-form version.
     pub version: Option<String>,
+    /// The file it was loaded from; `None` when built in.
     pub path: Option<PathBuf>,
+    /// Its functions.
     pub functions: Vec<Arc<Function>>,
     core: Arc<ModuleCore>,
 }
@@ -231,7 +231,7 @@ pub struct Module {
 impl Module {
     /// Flows still holding this module's functions (beyond the registry's own references).
     pub fn users(&self) -> usize {
-        self.core.active.load(std::sync::atomic::Ordering::Relaxed)
+        self.core.active.load(Relaxed)
     }
 }
 
@@ -241,7 +241,7 @@ impl Module {
 /// `desc` must point to a `struct srv6pipes_module` whose pointers are valid for as long as `lib` stays
 /// loaded (or forever when `lib` is `None`).
 unsafe fn from_descriptor(
-    desc: *const ModuleC,
+    desc: *const ModuleDesc,
     lib: Option<Library>,
     path: Option<PathBuf>,
     registry_ids: &HashMap<u64, Arc<Function>>,
@@ -284,7 +284,7 @@ unsafe fn from_descriptor(
     let mut named = Vec::with_capacity(raws.len());
     for raw in &raws {
         let fname = cstr(raw.name, "function name")?;
-        if raw.directions & !(DIR_UP | DIR_DOWN) != 0 {
+        if raw.directions & !DIR_BOTH != 0 {
             return Err(invalid(format!("function {fname}: unknown direction bits {:#x}", raw.directions)));
         }
         if raw.directions != 0 && raw.process.is_none() {
@@ -340,18 +340,9 @@ pub struct Instance {
     state: *mut c_void,
 }
 
-/// What one `process()` call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Step {
-    pub consumed: usize,
-    pub produced: usize,
-    /// The module has more output pending (`SRV6PIPES_MORE`).
-    pub more: bool,
-}
-
 impl Instance {
     /// Call the function's `spawn` for a new flow.
-    pub fn spawn(func: Arc<Function>, flow: &FlowInfoC) -> Result<Instance, ModuleError> {
+    pub fn spawn(func: Arc<Function>, flow: &FlowInfo) -> Result<Instance, ModuleError> {
         let mut state: *mut c_void = std::ptr::null_mut();
         if let Some(spawn) = func.raw.spawn {
             // SAFETY: module spawn with a valid flow descriptor and a valid out-pointer; the module stays
@@ -361,7 +352,7 @@ impl Instance {
                 return Err(ModuleError::Spawn { name: func.name.clone(), code });
             }
         }
-        func.module.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        func.module.active.fetch_add(1, Relaxed);
         Ok(Instance { func, state })
     }
 
@@ -371,7 +362,13 @@ impl Instance {
     }
 
     /// Feed `input` of direction `dir` and collect output into `output`.
-    pub fn process(&mut self, dir: c_int, input: &[u8], output: &mut [u8], eof: bool) -> Result<Step, ModuleError> {
+    pub fn process(
+        &mut self,
+        dir: Direction,
+        input: &[u8],
+        output: &mut [u8],
+        eof: bool,
+    ) -> Result<Progress, ModuleError> {
         let Some(process) = self.func.raw.process else {
             return Err(ModuleError::Contract { name: self.func.name.clone(), reason: "process is NULL" });
         };
@@ -382,7 +379,7 @@ impl Instance {
         let code = unsafe {
             process(
                 self.state,
-                dir,
+                dir.to_c(),
                 input.as_ptr(),
                 input.len(),
                 &mut consumed,
@@ -401,7 +398,7 @@ impl Instance {
                 reason: "consumed or produced more bytes than the buffers hold",
             });
         }
-        Ok(Step { consumed, produced, more: code == MORE })
+        Ok(Progress { consumed, produced, more: code == MORE })
     }
 }
 
@@ -411,7 +408,7 @@ impl Drop for Instance {
             // SAFETY: once per spawned flow, after its last process call; the library is still loaded.
             unsafe { despawn(self.state) };
         }
-        self.func.module.active.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.func.module.active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -424,9 +421,9 @@ pub fn flow_info(
     sid: Ipv6Addr,
     function: u64,
     argument: u64,
-) -> FlowInfoC {
-    FlowInfoC {
-        size: std::mem::size_of::<FlowInfoC>() as u32,
+) -> FlowInfo {
+    FlowInfo {
+        size: std::mem::size_of::<FlowInfo>() as u32,
         worker,
         flow_id,
         client: client.ip().octets(),
@@ -440,30 +437,27 @@ pub fn flow_info(
     }
 }
 
-/// JSON view of a loaded module.
-#[derive(Debug, Serialize)]
-pub struct ModuleInfo {
-    pub name: String,
-    pub version: Option<String>,
-    pub path: Option<String>,
-    pub builtin: bool,
-    /// Flows using the module right now.
-    pub flows: usize,
-    pub functions: Vec<FunctionInfo>,
-}
-
-/// JSON view of a function.
-#[derive(Debug, Serialize)]
-pub struct FunctionInfo {
-    pub id: u64,
-    pub name: String,
-    pub directions: Vec<&'static str>,
-}
-
 #[derive(Default)]
 struct Inner {
     by_id: HashMap<u64, Arc<Function>>,
     modules: Vec<Module>,
+}
+
+impl Inner {
+    /// Register a validated module; its function ids are known to be free (checked under the same lock).
+    fn insert(&mut self, m: Module) -> Result<String, ModuleError> {
+        if self.modules.iter().any(|x| x.name == m.name) {
+            return Err(ModuleError::DuplicateModule(m.name.clone()));
+        }
+        for f in &m.functions {
+            self.by_id.insert(f.id, f.clone());
+        }
+        let functions: Vec<_> = m.functions.iter().map(|f| (f.id, f.name.as_str())).collect();
+        tracing::info!(module = %m.name, path = ?m.path, ?functions, "module loaded");
+        let name = m.name.clone();
+        self.modules.push(m);
+        Ok(name)
+    }
 }
 
 /// The loaded modules and the function numbers they provide.
@@ -473,30 +467,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry holding the built-in modules (see [`crate::builtin`]).
-    pub fn with_builtins() -> Registry {
-        let r = Registry::default();
-        for desc in crate::builtin::descriptors() {
-            // SAFETY: built-in descriptors point to 'static data and functions of this binary.
-            let m = {
-                let inner = r.inner.read().unwrap_or_else(|e| e.into_inner());
-                unsafe { from_descriptor(&desc.module, None, None, &inner.by_id) }
-            };
-            match m {
-                Ok(m) => r.insert(m),
-                Err(e) => tracing::error!("built-in module refused: {e}"),
-            }
-        }
-        r
-    }
-
-    fn insert(&self, m: Module) {
+    /// Register a module built into the proxy (it cannot be unloaded).
+    pub fn add_builtin(&self, desc: &'static ModuleDesc) -> Result<String, ModuleError> {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        for f in &m.functions {
-            inner.by_id.insert(f.id, f.clone());
-        }
-        tracing::info!(module = %m.name, functions = ?m.functions.iter().map(|f| (f.id, f.name.as_str())).collect::<Vec<_>>(), "module loaded");
-        inner.modules.push(m);
+        // SAFETY: a 'static descriptor of this binary: its pointers stay valid forever.
+        let m = unsafe { from_descriptor(desc, None, None, &inner.by_id)? };
+        inner.insert(m)
     }
 
     /// Load the module at `path`.
@@ -513,17 +489,8 @@ impl Registry {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // SAFETY: `sym` is the module's exported descriptor; its pointers live as long as `lib`, which the
         // returned module owns.
-        let m = unsafe { from_descriptor(sym as *const ModuleC, Some(lib), Some(path), &inner.by_id)? };
-        if inner.modules.iter().any(|x| x.name == m.name) {
-            return Err(ModuleError::DuplicateModule(m.name.clone()));
-        }
-        let name = m.name.clone();
-        for f in &m.functions {
-            inner.by_id.insert(f.id, f.clone());
-        }
-        tracing::info!(module = %m.name, path = ?m.path, functions = ?m.functions.iter().map(|f| (f.id, f.name.as_str())).collect::<Vec<_>>(), "module loaded");
-        inner.modules.push(m);
-        Ok(name)
+        let m = unsafe { from_descriptor(sym as *const ModuleDesc, Some(lib), Some(path), &inner.by_id)? };
+        inner.insert(m)
     }
 
     /// Unload module `name`: its functions stop matching new flows at once; flows using it keep it alive.
@@ -549,7 +516,7 @@ impl Registry {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.get(&id).cloned()
     }
 
-    /// JSON view of the loaded modules.
+    /// The loaded modules, as the control socket shows them.
     pub fn list(&self) -> Vec<ModuleInfo> {
         let inner = self.inner.read().unwrap_or_else(|e| e.into_inner());
         inner
@@ -558,20 +525,16 @@ impl Registry {
             .map(|m| ModuleInfo {
                 name: m.name.clone(),
                 version: m.version.clone(),
-                path: m.path.as_ref().map(|p| p.display().to_string()),
+                path: m.path.clone(),
                 builtin: m.path.is_none(),
-                flows: m.users(),
+                flows: m.users() as u64,
                 functions: m
                     .functions
                     .iter()
                     .map(|f| FunctionInfo {
                         id: f.id,
                         name: f.name.clone(),
-                        directions: [(DIR_UP, "up"), (DIR_DOWN, "down")]
-                            .into_iter()
-                            .filter(|(b, _)| f.transforms(b.trailing_zeros() as c_int))
-                            .map(|(_, n)| n)
-                            .collect(),
+                        directions: Direction::BOTH.into_iter().filter(|&d| f.transforms(d)).collect(),
                     })
                     .collect(),
             })

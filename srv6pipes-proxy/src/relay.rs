@@ -1,6 +1,6 @@
 //! Relay both directions of a flow between the inbound (client) and outbound (server) sockets.
 //!
-//! Each direction is a pump: untransformed directions move bytes with splice(2) through a pipe (no copy
+//! Each direction is a `Leg`: untransformed directions move bytes with splice(2) through a pipe (no copy
 //! to user space) or a plain buffer; transformed ones read into a per-flow input buffer, run the
 //! function's `process`, and write its output. Buffers are allocated once per flow, never per read.
 //!
@@ -21,17 +21,27 @@ use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::flow::FlowConfig;
-use crate::module::{self, Instance, ModuleError};
-use crate::stats::{FlowEntry, FlowState};
+use srv6pipes_api::abi::Direction;
+use srv6pipes_api::control::FlowState;
+
+use crate::module::{Instance, ModuleError};
+use crate::stats::FlowEntry;
 
 /// Why a relay ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
+    /// A socket or pipe call failed.
     #[error("{side}: {err}")]
-    Io { side: &'static str, err: io::Error },
-    #[error("{0}")]
+    Io {
+        /// Which: `client`, `server` or `pipe`.
+        side: &'static str,
+        /// The error.
+        err: io::Error,
+    },
+    /// The function failed or broke the ABI contract.
+    #[error(transparent)]
     Module(#[from] ModuleError),
+    /// The function made no progress.
     #[error("function {0} stalled: no progress (input buffer full, or MORE without output)")]
     Stalled(String),
 }
@@ -136,162 +146,171 @@ async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Names of the two sides for errors: reading side, writing side.
-type Sides = (&'static str, &'static str);
-
-/// Copy through `buf`. With `splice_when_bulk`, a read that fills the whole buffer (a bulk transfer)
-/// switches the direction to splice(2) for the rest of the flow: small messages stay on read/write, which
-/// costs fewer syscalls than two splices, and bulk data stops being copied to user space.
-#[allow(clippy::too_many_arguments)]
-async fn pump_copy(
-    src: &TcpStream,
-    dst: &TcpStream,
-    buf: &mut [u8],
-    splice_when_bulk: bool,
-    cfg: &FlowConfig,
-    ctr_in: &AtomicU64,
-    ctr_out: &AtomicU64,
-    sides: Sides,
-) -> Result<(), RelayError> {
-    loop {
-        let n = read(src, buf).await.map_err(io_err(sides.0))?;
-        if n == 0 {
-            return Ok(());
-        }
-        ctr_in.fetch_add(n as u64, Relaxed);
-        write_all(dst, &buf[..n]).await.map_err(io_err(sides.1))?;
-        ctr_out.fetch_add(n as u64, Relaxed);
-        if splice_when_bulk && n == buf.len() {
-            return pump_splice(src, dst, cfg, ctr_in, ctr_out, sides).await;
-        }
-    }
+/// Settings of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Bytes per relay buffer (each transformed direction has an input and an output buffer).
+    pub buffer_size: usize,
+    /// Relay untransformed directions with splice(2) once they carry bulk data.
+    pub splice: bool,
+    /// Pipe size for splice.
+    pub pipe_size: usize,
 }
 
-async fn pump_splice(
-    src: &TcpStream,
-    dst: &TcpStream,
-    cfg: &FlowConfig,
-    ctr_in: &AtomicU64,
-    ctr_out: &AtomicU64,
-    sides: Sides,
-) -> Result<(), RelayError> {
-    let pipe = Pipe::get(cfg.pipe_size).map_err(io_err("pipe"))?;
-    let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
-    let (pr, pw) = (pipe.r.as_raw_fd(), pipe.w.as_raw_fd());
-    // While bytes sit in the pipe, the pipe must not go back to the pool: it is dropped on error instead.
-    loop {
-        let n = loop {
-            match src.try_io(Interest::READABLE, || splice(sfd, pw, cfg.pipe_size)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.readable().await.map_err(io_err(sides.0))?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RelayError::Io { side: sides.0, err: e }),
-            }
-        };
-        if n == 0 {
-            pipe.put();
-            return Ok(());
-        }
-        ctr_in.fetch_add(n as u64, Relaxed);
-        let mut left = n;
-        while left > 0 {
-            match dst.try_io(Interest::WRITABLE, || splice(pr, dfd, left)) {
-                Ok(m) => {
-                    left -= m;
-                    ctr_out.fetch_add(m as u64, Relaxed);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await.map_err(io_err(sides.1))?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(RelayError::Io { side: sides.1, err: e }),
-            }
-        }
-    }
+/// The buffers of one direction.
+enum Buffers<'a> {
+    /// Relayed unchanged.
+    Copy(&'a mut [u8]),
+    /// Through the function: input and output.
+    Transform(&'a mut [u8], &'a mut [u8]),
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn pump_func(
-    src: &TcpStream,
-    dst: &TcpStream,
-    inst: &RefCell<Instance>,
-    dir: c_int,
-    inbuf: &mut [u8],
-    outbuf: &mut [u8],
-    ctr_in: &AtomicU64,
-    ctr_out: &AtomicU64,
-    sides: Sides,
-) -> Result<(), RelayError> {
-    let mut have = 0usize;
-    let mut eof = false;
-    loop {
-        if !eof {
-            let n = read(src, &mut inbuf[have..]).await.map_err(io_err(sides.0))?;
-            if n == 0 {
-                eof = true;
-            } else {
-                ctr_in.fetch_add(n as u64, Relaxed);
-                have += n;
-            }
+/// One direction of a flow: where its bytes come from and go to, and the counters they add to.
+struct Leg<'a> {
+    dir: Direction,
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    /// Bytes read from `src`.
+    counted_in: &'a AtomicU64,
+    /// Bytes written to `dst`.
+    counted_out: &'a AtomicU64,
+    cfg: &'a RelayConfig,
+}
+
+impl Leg<'_> {
+    /// Name of the reading side, for errors.
+    fn src_side(&self) -> &'static str {
+        match self.dir {
+            Direction::Up => "client",
+            Direction::Down => "server",
         }
-        // Run the function until it wants more input (or, at EOF, until it has flushed everything).
+    }
+
+    /// Name of the writing side, for errors.
+    fn dst_side(&self) -> &'static str {
+        match self.dir {
+            Direction::Up => "server",
+            Direction::Down => "client",
+        }
+    }
+
+    /// Relay until the source's EOF, then half-close the destination.
+    async fn run(&self, buffers: Buffers<'_>, inst: Option<&RefCell<Instance>>) -> Result<(), RelayError> {
+        match (buffers, inst) {
+            (Buffers::Transform(input, output), Some(inst)) => self.transform(inst, input, output).await?,
+            (Buffers::Copy(buf), _) | (Buffers::Transform(buf, _), None) => self.copy(buf).await?,
+        }
+        // Half-close: our peer finished sending, so finish sending to the other side.
+        SockRef::from(self.dst).shutdown(Shutdown::Write).map_err(io_err(self.dst_side()))
+    }
+
+    /// Copy through `buf`. With splice enabled, a read that fills the whole buffer (a bulk transfer)
+    /// switches the direction to splice(2) for the rest of the flow: small messages stay on read/write,
+    /// which costs fewer syscalls than two splices, and bulk data stops being copied to user space.
+    async fn copy(&self, buf: &mut [u8]) -> Result<(), RelayError> {
         loop {
-            // The RefCell borrow never crosses an await: both directions share the instance.
-            let step = inst.borrow_mut().process(dir, &inbuf[..have], outbuf, eof)?;
-            if step.consumed > 0 {
-                inbuf.copy_within(step.consumed..have, 0);
-                have -= step.consumed;
-            }
-            if step.produced > 0 {
-                write_all(dst, &outbuf[..step.produced]).await.map_err(io_err(sides.1))?;
-                ctr_out.fetch_add(step.produced as u64, Relaxed);
-            }
-            if step.more {
-                if step.consumed == 0 && step.produced == 0 {
-                    return Err(RelayError::Stalled(inst.borrow().function().name.clone()));
-                }
-                continue;
-            }
-            if eof {
-                if have > 0 {
-                    return Err(RelayError::Module(ModuleError::Contract {
-                        name: inst.borrow().function().name.clone(),
-                        reason: "returned OK at EOF without consuming all input",
-                    }));
-                }
+            let n = read(self.src, buf).await.map_err(io_err(self.src_side()))?;
+            if n == 0 {
                 return Ok(());
             }
-            if step.consumed == 0 && step.produced == 0 && have == inbuf.len() {
-                return Err(RelayError::Stalled(inst.borrow().function().name.clone()));
+            self.counted_in.fetch_add(n as u64, Relaxed);
+            write_all(self.dst, &buf[..n]).await.map_err(io_err(self.dst_side()))?;
+            self.counted_out.fetch_add(n as u64, Relaxed);
+            if self.cfg.splice && n == buf.len() {
+                return self.splice().await;
             }
-            break;
         }
     }
-}
 
-enum Pump<'a> {
-    Copy(&'a mut [u8]),
-    Func(&'a mut [u8], &'a mut [u8]),
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    src: &TcpStream,
-    dst: &TcpStream,
-    how: Pump<'_>,
-    inst: Option<&RefCell<Instance>>,
-    dir: c_int,
-    cfg: &FlowConfig,
-    ctr_in: &AtomicU64,
-    ctr_out: &AtomicU64,
-) -> Result<(), RelayError> {
-    let sides = if dir == module::UP { ("client", "server") } else { ("server", "client") };
-    match (how, inst) {
-        (Pump::Func(i, o), Some(inst)) => pump_func(src, dst, inst, dir, i, o, ctr_in, ctr_out, sides).await?,
-        (Pump::Copy(b), _) | (Pump::Func(b, _), None) => {
-            pump_copy(src, dst, b, cfg.splice, cfg, ctr_in, ctr_out, sides).await?
+    async fn splice(&self) -> Result<(), RelayError> {
+        let size = self.cfg.pipe_size;
+        let pipe = Pipe::get(size).map_err(io_err("pipe"))?;
+        let (src, dst) = (self.src, self.dst);
+        let (sfd, dfd) = (src.as_raw_fd(), dst.as_raw_fd());
+        let (pr, pw) = (pipe.r.as_raw_fd(), pipe.w.as_raw_fd());
+        // While bytes sit in the pipe, the pipe must not go back to the pool: it is dropped on error instead.
+        loop {
+            let n = loop {
+                match src.try_io(Interest::READABLE, || splice(sfd, pw, size)) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        src.readable().await.map_err(io_err(self.src_side()))?
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(RelayError::Io { side: self.src_side(), err: e }),
+                }
+            };
+            if n == 0 {
+                pipe.put();
+                return Ok(());
+            }
+            self.counted_in.fetch_add(n as u64, Relaxed);
+            let mut left = n;
+            while left > 0 {
+                match dst.try_io(Interest::WRITABLE, || splice(pr, dfd, left)) {
+                    Ok(m) => {
+                        left -= m;
+                        self.counted_out.fetch_add(m as u64, Relaxed);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        dst.writable().await.map_err(io_err(self.dst_side()))?
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(RelayError::Io { side: self.dst_side(), err: e }),
+                }
+            }
         }
     }
-    // Half-close: our peer finished sending, so finish sending to the other side.
-    SockRef::from(dst).shutdown(Shutdown::Write).map_err(io_err(sides.1))
+
+    /// Read into `inbuf`, run the function, write what it produced from `outbuf`.
+    async fn transform(&self, inst: &RefCell<Instance>, inbuf: &mut [u8], outbuf: &mut [u8]) -> Result<(), RelayError> {
+        let mut have = 0usize;
+        let mut eof = false;
+        let name = || inst.borrow().function().name.clone();
+        loop {
+            if !eof {
+                let n = read(self.src, &mut inbuf[have..]).await.map_err(io_err(self.src_side()))?;
+                if n == 0 {
+                    eof = true;
+                } else {
+                    self.counted_in.fetch_add(n as u64, Relaxed);
+                    have += n;
+                }
+            }
+            // Run the function until it wants more input (or, at EOF, until it has flushed everything).
+            loop {
+                // The RefCell borrow never crosses an await: both directions share the instance.
+                let step = inst.borrow_mut().process(self.dir, &inbuf[..have], outbuf, eof)?;
+                if step.consumed > 0 {
+                    inbuf.copy_within(step.consumed..have, 0);
+                    have -= step.consumed;
+                }
+                if step.produced > 0 {
+                    write_all(self.dst, &outbuf[..step.produced]).await.map_err(io_err(self.dst_side()))?;
+                    self.counted_out.fetch_add(step.produced as u64, Relaxed);
+                }
+                if step.more {
+                    if step.consumed == 0 && step.produced == 0 {
+                        return Err(RelayError::Stalled(name()));
+                    }
+                    continue;
+                }
+                if eof {
+                    if have > 0 {
+                        return Err(RelayError::Module(ModuleError::Contract {
+                            name: name(),
+                            reason: "returned OK at EOF without consuming all input",
+                        }));
+                    }
+                    return Ok(());
+                }
+                if step.consumed == 0 && step.produced == 0 && have == inbuf.len() {
+                    return Err(RelayError::Stalled(name()));
+                }
+                break;
+            }
+        }
+    }
 }
 
 /// Which side of a cleanly closed flow the proxy closed first (so that side of the proxy holds the
@@ -310,35 +329,36 @@ pub async fn relay(
     server: &TcpStream,
     inst: Option<Instance>,
     entry: &FlowEntry,
-    cfg: &FlowConfig,
+    cfg: &RelayConfig,
 ) -> Result<FirstFin, RelayError> {
     let transforms = |dir| inst.as_ref().is_some_and(|i| i.function().transforms(dir));
-    let (t_up, t_down) = (transforms(module::UP), transforms(module::DOWN));
+    let (t_up, t_down) = (transforms(Direction::Up), transforms(Direction::Down));
     // Untransformed directions that may switch to splice only need a buffer for small messages.
     let copy_size = if cfg.splice { cfg.buffer_size.min(SMALL_COPY) } else { cfg.buffer_size };
     let need = |t: bool| if t { 2 * cfg.buffer_size } else { copy_size };
     let mut mem = vec![0u8; need(t_up) + need(t_down)];
     let (up_mem, down_mem) = mem.split_at_mut(need(t_up));
-    fn mk<'a>(t: bool, m: &'a mut [u8], cfg: &FlowConfig) -> Pump<'a> {
-        if t {
-            let (i, o) = m.split_at_mut(cfg.buffer_size);
-            Pump::Func(i, o)
+    fn buffers<'a>(transforms: bool, mem: &'a mut [u8], cfg: &RelayConfig) -> Buffers<'a> {
+        if transforms {
+            let (i, o) = mem.split_at_mut(cfg.buffer_size);
+            Buffers::Transform(i, o)
         } else {
-            Pump::Copy(m)
+            Buffers::Copy(mem)
         }
     }
     let inst = inst.map(RefCell::new);
-    let up = pump(client, server, mk(t_up, up_mem, cfg), inst.as_ref(), module::UP, cfg, &entry.up_in, &entry.up_out);
-    let down = pump(
-        server,
-        client,
-        mk(t_down, down_mem, cfg),
-        inst.as_ref(),
-        module::DOWN,
+    let up_leg =
+        Leg { dir: Direction::Up, src: client, dst: server, counted_in: &entry.up_in, counted_out: &entry.up_out, cfg };
+    let down_leg = Leg {
+        dir: Direction::Down,
+        src: server,
+        dst: client,
+        counted_in: &entry.down_in,
+        counted_out: &entry.down_out,
         cfg,
-        &entry.down_in,
-        &entry.down_out,
-    );
+    };
+    let up = up_leg.run(buffers(t_up, up_mem, cfg), inst.as_ref());
+    let down = down_leg.run(buffers(t_down, down_mem, cfg), inst.as_ref());
     let (mut up, mut down) = (pin!(up), pin!(down));
     let (mut up_done, mut down_done) = (false, false);
     let mut first = None;

@@ -6,41 +6,25 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use serde::Serialize;
+use srv6pipes_api::control::{Flow, FlowState, Stats};
 
-/// Flow states, as shown by `ctl flows`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum FlowState {
-    /// Outbound leg connecting.
-    Connecting = 0,
-    /// Both legs up, relaying.
-    Established = 1,
-    /// The client finished sending (FIN forwarded); replies still flow.
-    ClientClosed = 2,
-    /// The server finished sending; the client may still send.
-    ServerClosed = 3,
-    /// Tearing down.
-    Closing = 4,
-}
-
-impl FlowState {
-    fn name(v: u8) -> &'static str {
-        match v {
-            0 => "connecting",
-            1 => "established",
-            2 => "client-closed",
-            3 => "server-closed",
-            _ => "closing",
-        }
-    }
-}
+/// Flow states by their number (`state as u8`, the declaration order), as [`FlowEntry`] stores them.
+const STATES: [FlowState; 5] = [
+    FlowState::Connecting,
+    FlowState::Established,
+    FlowState::ClientClosed,
+    FlowState::ServerClosed,
+    FlowState::Closing,
+];
 
 /// One live flow.
 #[derive(Debug)]
 pub struct FlowEntry {
+    /// Flow id.
     pub id: u64,
+    /// What the flow is.
     pub meta: FlowMeta,
+    /// When it was accepted.
     pub started: Instant,
     /// Bytes read from the client.
     pub up_in: AtomicU64,
@@ -54,45 +38,31 @@ pub struct FlowEntry {
 }
 
 impl FlowEntry {
+    /// Record the flow's new state.
     pub fn set_state(&self, s: FlowState) {
         self.state.store(s as u8, Relaxed);
     }
+
+    /// The flow's state.
+    pub fn state(&self) -> FlowState {
+        STATES.get(usize::from(self.state.load(Relaxed))).copied().unwrap_or(FlowState::Closing)
+    }
 }
 
-/// JSON view of a flow.
-#[derive(Debug, Serialize)]
-pub struct FlowView {
-    pub id: u64,
-    pub worker: usize,
-    pub client: String,
-    pub server: String,
-    pub sid: String,
-    pub module: String,
-    pub function: String,
-    pub function_id: u64,
-    pub argument: u64,
-    pub state: &'static str,
-    pub age_ms: u64,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
-    pub bytes_up_out: u64,
-    pub bytes_down_out: u64,
-}
-
-impl From<&FlowEntry> for FlowView {
+impl From<&FlowEntry> for Flow {
     fn from(f: &FlowEntry) -> Self {
         let m = &f.meta;
-        FlowView {
+        Flow {
             id: f.id,
-            worker: m.worker,
-            client: m.client.to_string(),
-            server: m.server.to_string(),
-            sid: m.sid.to_string(),
+            worker: m.worker as u32,
+            client: m.client,
+            server: m.server,
+            sid: m.sid,
             module: m.module.to_string(),
             function: m.function.to_string(),
             function_id: m.function_id,
             argument: m.argument,
-            state: FlowState::name(f.state.load(Relaxed)),
+            state: f.state(),
             age_ms: f.started.elapsed().as_millis() as u64,
             bytes_up: f.up_in.load(Relaxed),
             bytes_down: f.down_in.load(Relaxed),
@@ -103,46 +73,38 @@ impl From<&FlowEntry> for FlowView {
 }
 
 /// Counters since start.
+/// Counters since start, each reported by the field of the same name in [`Stats`].
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Flows accepted.
     pub accepted: AtomicU64,
+    /// Refused: no SRH.
     pub refused_no_srh: AtomicU64,
+    /// Refused: malformed SRH.
     pub refused_malformed: AtomicU64,
+    /// Refused: no SID of ours.
     pub refused_not_ours: AtomicU64,
+    /// Refused: unknown function.
     pub refused_unknown_function: AtomicU64,
+    /// Refused: spawn or socket failure.
     pub refused_spawn: AtomicU64,
+    /// Outbound connections that failed.
     pub connect_failed: AtomicU64,
+    /// Flows ended by FINs.
     pub flows_closed: AtomicU64,
+    /// Flows ended by a reset.
     pub flows_reset: AtomicU64,
-    /// Bytes of closed flows (live flows are added when read).
+    /// Bytes read from clients by closed flows (live flows are added when read).
     pub bytes_up: AtomicU64,
+    /// Bytes read from servers by closed flows.
     pub bytes_down: AtomicU64,
-}
-
-/// JSON view of the counters.
-#[derive(Debug, Serialize)]
-pub struct StatsView {
-    pub uptime_s: u64,
-    pub workers: usize,
-    pub flows_active: usize,
-    pub accepted: u64,
-    pub refused: u64,
-    pub refused_no_srh: u64,
-    pub refused_malformed: u64,
-    pub refused_not_ours: u64,
-    pub refused_unknown_function: u64,
-    pub refused_spawn: u64,
-    pub connect_failed: u64,
-    pub flows_closed: u64,
-    pub flows_reset: u64,
-    pub bytes_up: u64,
-    pub bytes_down: u64,
 }
 
 /// Live flows, one shard per worker so workers do not contend.
 pub struct FlowTable {
     next_id: AtomicU64,
     shards: Vec<Mutex<HashMap<u64, Arc<FlowEntry>>>>,
+    /// Counters since start.
     pub counters: Counters,
     started: Instant,
 }
@@ -150,17 +112,26 @@ pub struct FlowTable {
 /// What a flow is: its worker, addresses, SID and function.
 #[derive(Debug)]
 pub struct FlowMeta {
+    /// Worker thread running it.
     pub worker: usize,
+    /// The client.
     pub client: SocketAddrV6,
+    /// The final destination.
     pub server: SocketAddrV6,
+    /// Our SID that steered it.
     pub sid: Ipv6Addr,
+    /// Function name.
     pub function: Arc<str>,
+    /// Module providing the function.
     pub module: Arc<str>,
+    /// Function number.
     pub function_id: u64,
+    /// Argument bits of the SID.
     pub argument: u64,
 }
 
 impl FlowTable {
+    /// An empty table with one shard per worker.
     pub fn new(workers: usize) -> FlowTable {
         FlowTable {
             next_id: AtomicU64::new(1),
@@ -186,7 +157,7 @@ impl FlowTable {
             up_out: AtomicU64::new(0),
             down_in: AtomicU64::new(0),
             down_out: AtomicU64::new(0),
-            state: AtomicU8::new(FlowState::Connecting as u8),
+            state: AtomicU8::new(0),
         });
         self.shard(worker).insert(id, e.clone());
         self.counters.accepted.fetch_add(1, Relaxed);
@@ -207,12 +178,12 @@ impl FlowTable {
     }
 
     /// Snapshot of the live flows, oldest first.
-    pub fn flows(&self) -> Vec<FlowView> {
-        let mut v: Vec<FlowView> = self
+    pub fn flows(&self) -> Vec<Flow> {
+        let mut v: Vec<Flow> = self
             .shards
             .iter()
             .flat_map(|s| {
-                s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| FlowView::from(&**f)).collect::<Vec<_>>()
+                s.lock().unwrap_or_else(|e| e.into_inner()).values().map(|f| Flow::from(&**f)).collect::<Vec<_>>()
             })
             .collect();
         v.sort_by_key(|f| f.id);
@@ -220,7 +191,7 @@ impl FlowTable {
     }
 
     /// Counters, live flows' bytes included.
-    pub fn stats(&self) -> StatsView {
+    pub fn stats(&self) -> Stats {
         let c = &self.counters;
         let (mut active, mut up, mut down) = (0, 0, 0);
         for s in &self.shards {
@@ -232,10 +203,10 @@ impl FlowTable {
             }
         }
         let g = |a: &AtomicU64| a.load(Relaxed);
-        StatsView {
+        Stats {
             uptime_s: self.started.elapsed().as_secs(),
-            workers: self.shards.len(),
-            flows_active: active,
+            workers: self.shards.len() as u64,
+            flows_active: active as u64,
             accepted: g(&c.accepted),
             refused: g(&c.refused_no_srh)
                 + g(&c.refused_malformed)
@@ -266,6 +237,7 @@ pub struct LogLimit {
 }
 
 impl LogLimit {
+    /// A limit of `per_second` messages.
     pub const fn new(per_second: u32) -> LogLimit {
         LogLimit {
             per_second,
@@ -287,5 +259,35 @@ impl LogLimit {
             self.suppressed.fetch_add(1, Relaxed);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_states_survive_the_atomic() {
+        let t = FlowTable::new(1);
+        let meta = FlowMeta {
+            worker: 0,
+            client: "[fc00:1::1]:1000".parse().unwrap(),
+            server: "[fc00:4::2]:80".parse().unwrap(),
+            sid: "fc00:f1::2:0:5a".parse().unwrap(),
+            function: "xor".into(),
+            module: "builtin".into(),
+            function_id: 2,
+            argument: 0x5a,
+        };
+        let e = t.insert(7, meta);
+        assert_eq!(t.flows()[0].state, FlowState::Connecting);
+        for s in STATES {
+            e.set_state(s);
+            assert_eq!(t.flows()[0].state, s);
+        }
+        e.up_in.fetch_add(10, Relaxed);
+        t.remove(&e, true);
+        let st = t.stats();
+        assert_eq!((st.accepted, st.flows_reset, st.flows_active, st.bytes_up), (1, 1, 0, 10));
     }
 }

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use srv6pipes_api::control::{
+    decode_reply, ControlError, Flow, FlowsReply, ModuleInfo, ModulesReply, Stats, StatsReply,
+};
 
 use crate::{binaries, Net, Output, Proc};
 
@@ -37,8 +40,9 @@ impl Proxy {
         Ok(Proxy { host: host.to_string(), control, proc })
     }
 
-    /// `srv6pipes-proxy ctl --json ARGS` against this proxy.
-    pub fn ctl(&self, net: &Net, args: &[&str]) -> Result<Value> {
+    /// `srv6pipes-proxy ctl --json ARGS` against this proxy: the reply decoded as `T`, or the proxy's
+    /// refusal ([`ControlError::Refused`]); a reply that does not decode as `T` fails the call.
+    pub fn ctl<T: DeserializeOwned>(&self, net: &Net, args: &[&str]) -> Result<std::result::Result<T, String>> {
         let out = net
             .cmd(&self.host, [binaries::path("srv6pipes-proxy")?])
             .args(["ctl", "--json", "-s"])
@@ -46,12 +50,31 @@ impl Proxy {
             .args(args)
             .timeout(TIMEOUT)
             .output()?;
-        serde_json::from_str(out.stdout.trim()).with_context(|| format!("ctl {args:?}: {out}"))
+        match decode_reply::<T>(&out.stdout) {
+            Ok(reply) => Ok(Ok(reply)),
+            Err(ControlError::Refused(e)) => Ok(Err(e)),
+            Err(e) => Err(e).with_context(|| format!("ctl {args:?}: {out}")),
+        }
     }
 
-    /// The `stats` object of the control socket.
-    pub fn stats(&self, net: &Net) -> Result<Value> {
-        Ok(self.ctl(net, &["stats"])?["stats"].clone())
+    /// `ctl ARGS`, which must succeed.
+    fn ctl_ok<T: DeserializeOwned>(&self, net: &Net, args: &[&str]) -> Result<T> {
+        self.ctl(net, args)?.map_err(|e| anyhow::anyhow!("ctl {args:?} on {}: refused: {e}", self.host))
+    }
+
+    /// The counters (`ctl stats`).
+    pub fn stats(&self, net: &Net) -> Result<Stats> {
+        Ok(self.ctl_ok::<StatsReply>(net, &["stats"])?.stats)
+    }
+
+    /// The live flows (`ctl flows`).
+    pub fn flows(&self, net: &Net) -> Result<Vec<Flow>> {
+        Ok(self.ctl_ok::<FlowsReply>(net, &["flows"])?.flows)
+    }
+
+    /// The loaded modules (`ctl modules`).
+    pub fn modules(&self, net: &Net) -> Result<Vec<ModuleInfo>> {
+        Ok(self.ctl_ok::<ModulesReply>(net, &["modules"])?.modules)
     }
 
     /// The host it runs in.
