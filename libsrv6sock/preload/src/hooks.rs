@@ -143,7 +143,10 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     }
     let template = &shim.srhs[index];
     buf[..template.len()].copy_from_slice(template);
-    Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst);
+    // Templates are built by SrhRepr::emit: segment 0 always exists.
+    if Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst).is_err() {
+        return Outcome::Proceed;
+    }
     match attach::set_srh(sock, &buf[..template.len()]) {
         Ok(()) => {
             if let Some((word, bit)) = ours {
