@@ -60,10 +60,14 @@ print(sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in kids))
 "#;
 
 /// Opens the file `argv[3]` (with standard error closed it gets descriptor 2), fetches the file over one
-/// connection, writes `fd N: STATUS` to its file and exits 3: a status the shim must leave alone.
+/// connection, writes `fd N: STATUS` to its file and exits 3: a status the shim must leave alone. With
+/// `argv[4]` = `close-stderr`, it first closes its standard error itself, with `os.closerange` (the
+/// `close_range` call where the C library has it).
 const FETCH_TO_FILE_PY: &str = r#"
 import os, socket, sys
 host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if sys.argv[4:] == ["close-stderr"]:
+    os.closerange(2, 3)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 with socket.create_connection((host, port), timeout=20) as s:
     s.sendall(b"GET /small.bin HTTP/1.0\r\n\r\n")
@@ -425,16 +429,23 @@ fn program_with_stderr_closed_runs_and_its_files_get_nothing_of_the_shim() {
         let env = Env::start(net)?;
         let shim = shim()?;
         let capture = net.capture("r2", "eth0")?;
-        // With `--log stderr`, the shim has decisions to log; with a missing policy file, a complaint to make.
-        let setups: [(&str, &[(&str, String)]); 2] = [
-            ("log", &[("SRV6_SEGS", env.segs()), ("SRV6_LOG", "stderr".into())]),
+        let log = [("SRV6_SEGS", env.segs()), ("SRV6_LOG", "stderr".into())];
+        // With `--log stderr`, the shim has decisions to log; with a missing policy file, a complaint to make;
+        // "closed-later": standard error is open at start (the shim logs there) and the program closes it.
+        let setups: [(&str, &[(&str, String)]); 3] = [
+            ("log", &log),
             ("broken", &[("SRV6_POLICY", net.path("missing.toml").display().to_string())]),
+            ("closed-later", &log),
         ];
         for (tag, vars) in setups {
             let file = net.path(tag);
             let file_arg = file.display().to_string();
             let (service, port) = (env.service.to_string(), PORT.to_string());
-            let argv = with_stderr_closed(&[PYTHON, "-c", FETCH_TO_FILE_PY, &service, &port, &file_arg]);
+            let program = [PYTHON, "-c", FETCH_TO_FILE_PY, &service, &port, &file_arg];
+            let argv = match tag {
+                "closed-later" => program.iter().chain(&["close-stderr"]).map(|s| s.to_string()).collect(),
+                _ => with_stderr_closed(&program),
+            };
             let mut cmd = net.cmd("client", argv).env("LD_PRELOAD", &shim).timeout(RUN_TIMEOUT);
             for (k, v) in vars {
                 cmd = cmd.env(k, v);
@@ -445,6 +456,9 @@ fn program_with_stderr_closed_runs_and_its_files_get_nothing_of_the_shim() {
             // the program's line and nothing the shim wrote.
             let written = std::fs::read_to_string(&file)?;
             ensure!(written == "fd 2: HTTP/1.1 200\n", "{tag}: the program's file holds {written:?}");
+            if tag == "closed-later" {
+                ensure!(out.stderr.contains("\"event\":\"init\""), "the log went to stderr while it was open: {out}");
+            }
         }
         // The shim did steer the first run: it was working, just silent.
         capture.wait_for("the steered SYN", SETTLE_TIMEOUT, |p| env.steered_syns(p) >= 1)?;

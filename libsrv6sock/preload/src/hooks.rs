@@ -338,7 +338,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 fn before_replace(oldfd: c_int, newfd: c_int) {
     if oldfd != newfd {
         fds::forget(newfd);
-        log::replaced(newfd);
+        log::closed(newfd);
     }
 }
 

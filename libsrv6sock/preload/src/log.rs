@@ -1,12 +1,14 @@
 //! The decision log: one JSON object per line, written with a single `write(2)` from a stack buffer so that
 //! hooks allocate nothing and lines from several processes or threads do not interleave.
 //!
-//! The log's descriptor is the shim's until the program closes it or puts another file on its number
-//! (`close()`, `dup2()`): from then on the log is off, so lines never land in a file of the program.
+//! The log is written only while its descriptor still refers to the file it was opened on: once the program
+//! closes it or puts another file on its number (seen in `close()`/`dup2()`, or by the file's identity
+//! changing, for ways the shim does not see such as `fclose(stderr)` inside the C library), the log is off,
+//! so lines never land in a file of the program.
 
 use std::fmt::{self, Write};
 use std::net::Ipv6Addr;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 use libc::c_int;
 use libsrv6sock::policy::{FailMode, Proto, Rule};
@@ -15,6 +17,8 @@ use crate::output;
 
 /// The log's descriptor; -1 when there is no log.
 static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// Device and inode of the log's file when it was opened.
+static LOG_FILE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 
 /// Descriptors below this are the program's standard streams: a log file opened while they are closed is
 /// moved above them, so the program's next `open()` does not get our file as its standard error.
@@ -24,8 +28,8 @@ const FIRST_PRIVATE_FD: c_int = 3;
 pub fn open(target: &str) -> Result<(), String> {
     if target == "stderr" {
         // With standard error closed, descriptor 2 is free for the program's next file: not ours to write.
-        if output::is_open(libc::STDERR_FILENO) {
-            LOG_FD.store(libc::STDERR_FILENO, Ordering::Relaxed);
+        if let Some(id) = output::file_id(libc::STDERR_FILENO) {
+            start(libc::STDERR_FILENO, id);
         }
         return Ok(());
     }
@@ -48,21 +52,19 @@ pub fn open(target: &str) -> Result<(), String> {
     } else {
         fd
     };
-    LOG_FD.store(fd, Ordering::Relaxed);
+    start(fd, output::file_id(fd).ok_or_else(|| std::io::Error::last_os_error().to_string())?);
     Ok(())
 }
 
-/// The program is closing `fd`: if it is the log's, the log ends.
-pub fn closed(fd: c_int) {
-    let _ = LOG_FD.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+fn start(fd: c_int, (dev, ino): (u64, u64)) {
+    LOG_FILE[0].store(dev, Ordering::Relaxed);
+    LOG_FILE[1].store(ino, Ordering::Relaxed);
+    LOG_FD.store(fd, Ordering::Relaxed);
 }
 
-/// The program is putting another file on descriptor `fd` (`dup2`): a log file there ends, while standard
-/// error stays the log (a program redirecting its standard error keeps it standard error).
-pub fn replaced(fd: c_int) {
-    if fd != libc::STDERR_FILENO {
-        closed(fd);
-    }
+/// The program is closing `fd` or putting another file on it: if it is the log's, the log ends.
+pub fn closed(fd: c_int) {
+    let _ = LOG_FD.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
 }
 
 /// A line being built; text past its capacity is cut (the line still ends with a newline).
@@ -105,6 +107,11 @@ impl fmt::Display for Json<'_> {
 fn emit(fill: impl FnOnce(&mut Line) -> fmt::Result) {
     let fd = LOG_FD.load(Ordering::Relaxed);
     if fd < 0 {
+        return;
+    }
+    let opened = (LOG_FILE[0].load(Ordering::Relaxed), LOG_FILE[1].load(Ordering::Relaxed));
+    if output::file_id(fd) != Some(opened) {
+        closed(fd);
         return;
     }
     let mut line = Line { buf: [0; 2048], len: 0 };

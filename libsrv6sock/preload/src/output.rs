@@ -65,8 +65,20 @@ fn sigpipe_pending() -> bool {
 
 /// Whether `fd` is an open descriptor.
 pub fn is_open(fd: c_int) -> bool {
-    // SAFETY: F_GETFD only reads the descriptor's flags.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+    file_id(fd).is_some()
+}
+
+/// Device and inode of the file open on `fd`, `None` if it is not open; errno is kept. Async-signal-safe.
+pub fn file_id(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let saved_errno = unsafe { *libc::__errno_location() };
+    // SAFETY: `stat` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a valid, writable stat buffer.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved_errno };
+    ok.then_some((st.st_dev, st.st_ino))
 }
 
 /// Say `message` (one line) on standard error if it is open; for the constructor only, before the program
