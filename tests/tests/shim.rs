@@ -85,13 +85,14 @@ os.close(r)
 print(subprocess.run(sys.argv[1:], stderr=w, restore_signals=True).returncode)
 "#;
 
-/// Connects a first socket (the shim attaches its SRH) and closes it; a second socket gets the same
-/// descriptor number, sets its own SRH (segments `[dst, r2, r1]`, tag 0x5a5a) and connects. Prints the two
-/// descriptor numbers, whether the second socket still holds exactly the program's header after connect,
-/// and the second answer's status line.
+/// Connects a first socket (the shim attaches its SRH) and closes it, with `close()` or, when `argv[5]` is
+/// `closerange`, with `os.closerange` (`close_range()`, which the shim does not see); a second socket gets
+/// the same descriptor number, sets its own SRH (segments `[dst, r2, r1]`, tag 0x5a5a) and connects. Prints
+/// the two descriptor numbers, whether the second socket still holds exactly the program's header after
+/// connect, and the second answer's status line.
 const REUSED_FD_PY: &str = r#"
-import socket, sys
-host, port, r1, r2 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import os, socket, sys
+host, port, r1, r2, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 IPV6_RTHDR = 57
 def fetch(s):
     s.sendall(b"GET /small.bin HTTP/1.0\r\n\r\n")
@@ -101,7 +102,11 @@ first.settimeout(20)
 first_fd = first.fileno()
 first.connect((host, port))
 fetch(first)
-first.close()
+if how == "closerange":
+    os.closerange(first_fd, first_fd + 1)
+    first.detach()
+else:
+    first.close()
 second = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
 second.settimeout(20)
 segments = b"".join(socket.inet_pton(socket.AF_INET6, a) for a in (host, r2, r1))
@@ -489,41 +494,38 @@ fn program_with_a_broken_pipe_for_stderr_is_not_killed_by_the_shims_log() {
 fn reused_descriptor_keeps_the_routing_header_the_program_set() {
     with_net("steering", "reusefd", |net| {
         let env = Env::start(net)?;
-        let log = net.path("decisions.jsonl");
         let capture = net.capture("r2", "eth0")?;
-        // The shim's path goes via r1 only; the program's own header via r1 and r2, with a tag.
-        let argv = env.srv6run(
-            &["--segs", &env.r1.to_string(), "--log", log.to_str().context("path")?],
-            &[
-                PYTHON,
-                "-c",
-                REUSED_FD_PY,
-                &env.service.to_string(),
-                &PORT.to_string(),
-                &env.r1.to_string(),
-                &env.r2.to_string(),
-            ],
-        );
-        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
-        let fields: Vec<&str> = out.stdout.split_whitespace().collect();
-        ensure!(fields.len() == 5 && fields[0] == fields[1], "the second socket reuses the first's number: {out}");
-        ensure!(fields[2] == "True", "after connect, the socket holds exactly the program's header: {out}");
-        ensure!(fields[3..] == ["HTTP/1.1", "200"], "the second fetch is answered: {out}");
+        let closes = ["close", "closerange"];
+        for how in closes {
+            let log = net.path(&format!("{how}.jsonl"));
+            // The shim's path goes via r1 only; the program's own header via r1 and r2, with a tag.
+            let (service, port, r1, r2) =
+                (env.service.to_string(), PORT.to_string(), env.r1.to_string(), env.r2.to_string());
+            let argv = env.srv6run(
+                &["--segs", &r1, "--log", log.to_str().context("path")?],
+                &[PYTHON, "-c", REUSED_FD_PY, &service, &port, &r1, &r2, how],
+            );
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+            let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+            ensure!(fields.len() == 5 && fields[0] == fields[1], "{how}: the second socket reuses the number: {out}");
+            ensure!(fields[2] == "True", "{how}: after connect, the socket holds exactly the program's header: {out}");
+            ensure!(fields[3..] == ["HTTP/1.1", "200"], "{how}: the second fetch is answered: {out}");
+            let events = log_events(&log)?;
+            let actions: Vec<&Value> =
+                events.iter().filter(|e| e["event"] == "connect").map(|e| &e["action"]).collect();
+            ensure!(actions == ["attached", "program-srh"], "{how}: decisions of the two connects: {actions:?}");
+        }
 
+        // Per run, the first socket's SYN carries the shim's header and the second's the program's own.
         let program_path = [env.service, env.r2, env.r1];
         let shim_path = [env.service, env.r1];
-        capture.wait_for("both SYNs", SETTLE_TIMEOUT, |p| {
-            env.syns_with(p, &shim_path, 0) >= 1 && env.syns_with(p, &program_path, PROGRAM_TAG) >= 1
+        let runs = closes.len();
+        capture.wait_for("every SYN", SETTLE_TIMEOUT, |p| {
+            env.syns_with(p, &shim_path, 0) >= runs && env.syns_with(p, &program_path, PROGRAM_TAG) >= runs
         })?;
         let packets = read_pcap(&capture.stop()?)?;
-        ensure!(env.syns_with(&packets, &shim_path, 0) == 1, "one SYN with the shim's header (first socket)");
-        ensure!(
-            env.syns_with(&packets, &program_path, PROGRAM_TAG) == 1,
-            "one SYN with the program's own header (second socket)"
-        );
-        let events = log_events(&log)?;
-        let actions: Vec<&Value> = events.iter().filter(|e| e["event"] == "connect").map(|e| &e["action"]).collect();
-        ensure!(actions == ["attached", "program-srh"], "decisions of the two connects: {actions:?}");
+        ensure!(env.syns_with(&packets, &shim_path, 0) == runs, "one SYN with the shim's header per run");
+        ensure!(env.syns_with(&packets, &program_path, PROGRAM_TAG) == runs, "one SYN with the program's per run");
         Ok(())
     });
 }
@@ -619,7 +621,7 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 7] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1", "ld-linux-x86-64.so.2"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 8] = ["close", "connect", "dup", "dup2", "dup3", "getaddrinfo", "sendmsg", "sendto"];
+const HOOKS: [&str; 9] = ["close", "connect", "dup", "dup2", "dup3", "getaddrinfo", "sendmsg", "sendto", "socket"];
 /// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
 const FORBIDDEN_CRATES: [&str; 5] = ["hickory", "ratatui", "pcap", "tokio", "etherparse"];
 

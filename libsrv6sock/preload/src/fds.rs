@@ -1,10 +1,11 @@
 //! Which descriptors hold an SRH the shim put there itself (as opposed to one the program set).
 //!
 //! One bit per descriptor below 65536, updated with atomics only (the hooks may run in signal handlers and
-//! forked children). The bit follows the descriptor number: cleared by `close()`, copied by
-//! `dup()`/`dup2()`/`dup3()`, so a number reused by a new socket never inherits it. Descriptors made or
-//! freed in ways the shim does not see (`fcntl(F_DUPFD)`, `close_range()`, direct system calls) are
-//! covered by the hooks' fallback: a socket whose bit is clear but which has an SRH is left alone.
+//! forked children). The bit follows the descriptor number: cleared by `socket()` and `close()`, copied by
+//! `dup()`/`dup2()`/`dup3()`, so a number reused by a new socket never inherits it, even after a close the
+//! shim does not see (`close_range()`). Not followed: copies made by `fcntl(F_DUPFD)` (variadic, not
+//! hooked) and descriptors received or inherited; their bit is clear, so an SRH on them counts as the
+//! program's and is left alone.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -2,8 +2,8 @@
 //!
 //! Each socket hook decides with [`steer`], then calls the real function. [`steer`] runs under [`guarded`]:
 //! it is skipped when the shim itself is inside a hooked call (re-entry), and a panic in it lets the call go
-//! on. The descriptor hooks (`close`, `dup`, `dup2`, `dup3`) only keep [`fds`] and the log's descriptor in
-//! step with the program's descriptor table: a few atomic operations, async-signal-safe.
+//! on. The descriptor hooks (`socket`, `close`, `dup`, `dup2`, `dup3`) only keep [`fds`] and the log's
+//! descriptor in step with the program's descriptor table: a few atomic operations, async-signal-safe.
 
 use std::cell::Cell;
 use std::net::Ipv6Addr;
@@ -177,6 +177,7 @@ macro_rules! real_fn {
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 type SendtoFn = unsafe extern "C" fn(c_int, *const libc::c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t;
 type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
 type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
@@ -302,6 +303,22 @@ unsafe fn learn(node: *const c_char, mut list: *const addrinfo) -> Outcome {
         list = ai.ai_next;
     }
     Outcome::Proceed
+}
+
+/// `socket(2)`: a new socket holds no SRH, whatever its number held before (it may have been freed in a way
+/// the shim does not see, such as `close_range()`).
+///
+/// # Safety
+/// The caller upholds `socket(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let real = real_fn!(real::SOCKET, SocketFn);
+    // SAFETY: the caller's arguments, unchanged.
+    let fd = unsafe { real(domain, ty, protocol) };
+    if fd >= 0 {
+        fds::forget(fd);
+    }
+    fd
 }
 
 /// `close(2)`: the number is free again, so whatever the shim knew about it is forgotten.

@@ -2,8 +2,8 @@
 //! unmodified program, following the steering policy (`libsrv6sock(7)`).
 //!
 //! It interposes `connect()`, `sendto()`/`sendmsg()` (TCP Fast Open and UDP), `getaddrinfo()` (to learn
-//! which host name an address came from) and `close()`/`dup()`/`dup2()`/`dup3()` (to know which
-//! descriptor numbers hold the shim's SRH). It must never take its host program down:
+//! which host name an address came from) and `socket()`/`close()`/`dup()`/`dup2()`/`dup3()` (to know
+//! which descriptor numbers hold the shim's SRH). It must never take its host program down:
 //! * everything is parsed and every SRH pre-built in the library constructor ([`state`]); hooks only read
 //!   that immutable state, so they allocate nothing, take no lock and are safe in forked children and in
 //!   threads;
