@@ -21,8 +21,8 @@ pub struct Cli {
 
     /// Which sockets --segs steers: tcp (default), udp or any. TCP is the default because SRv6Pipes proxies
     /// relay TCP only: a UDP datagram sent to a proxy's function SID ends at the proxy. Steer UDP (DNS,
-    /// QUIC) over paths of plain SRv6 routers.
-    #[arg(long, value_name = "tcp|udp|any", env = "SRV6_PROTO", value_parser = parse_proto)]
+    /// QUIC) over paths of plain SRv6 routers. Needs --segs (policy file rules have their own proto).
+    #[arg(long, value_name = "tcp|udp|any", env = "SRV6_PROTO", value_parser = parse_proto, requires = "segs")]
     pub proto: Option<Proto>,
 
     /// Return path for --segs, carried in the return-path TLV: reverse (default), none, or the waypoints a
