@@ -76,13 +76,22 @@ os.write(fd, b"fd %d: %s\n" % (fd, status))
 sys.exit(3)
 "#;
 
-/// Runs `argv[1:]` with standard error a pipe whose reader is gone and SIGPIPE at its default action
-/// (death), and prints the child's return code (negative: killed by that signal).
-const BROKEN_STDERR_PY: &str = r#"
-import os, subprocess, sys
+/// Runs `argv[2:]` with a standard error that cannot take a write and prints the child's return code
+/// (negative: killed by that signal). `argv[1]`: `broken`, a pipe whose reader is gone, with SIGPIPE at its
+/// default action (death); `full`, a non-blocking pipe filled up, that nobody reads.
+const BAD_STDERR_PY: &str = r#"
+import fcntl, os, subprocess, sys
 r, w = os.pipe()
-os.close(r)
-print(subprocess.run(sys.argv[1:], stderr=w, restore_signals=True).returncode)
+if sys.argv[1] == "broken":
+    os.close(r)
+else:
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+print(subprocess.run(sys.argv[2:], stderr=w, restore_signals=True).returncode)
 "#;
 
 /// Connects a first socket (the shim attaches its SRH) and closes it, with `close()` or, when `argv[5]` is
@@ -476,20 +485,33 @@ fn program_with_stderr_closed_runs_and_its_files_get_nothing_of_the_shim() {
 }
 
 #[test]
-fn program_with_a_broken_pipe_for_stderr_is_not_killed_by_the_shims_log() {
+fn program_with_a_broken_or_full_stderr_is_not_killed_by_the_shims_writes() {
     with_net("steering", "sigpipe", |net| {
         let env = Env::start(net)?;
-        let file = net.path("fetched");
-        let program = env.srv6run(
-            &["--segs", &env.segs(), "--log", "stderr"],
-            &[PYTHON, "-c", FETCH_TO_FILE_PY, &env.service.to_string(), &PORT.to_string(), &file.display().to_string()],
-        );
-        let argv: Vec<String> = [PYTHON, "-c", BROKEN_STDERR_PY].iter().map(|s| s.to_string()).chain(program).collect();
-        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
-        // -13 would be SIGPIPE: the shim's first log line, written before Python could ignore the signal.
-        ensure!(out.stdout.trim() == "3", "the program's own exit status, not a signal: {out}");
-        let written = std::fs::read_to_string(&file)?;
-        ensure!(written.ends_with(": HTTP/1.1 200\n"), "the program ran to the end: {written:?}");
+        let shim = shim()?.display().to_string();
+        let (service, port) = (env.service.to_string(), PORT.to_string());
+        let missing = format!("SRV6_POLICY={}", net.path("missing.toml").display());
+        for mode in ["broken", "full"] {
+            let file = net.path(mode);
+            let program = [PYTHON, "-c", FETCH_TO_FILE_PY, &service, &port, file.to_str().context("path")?];
+            let child = match mode {
+                // The shim logs its first line in its constructor, before Python can ignore SIGPIPE.
+                "broken" => env.srv6run(&["--segs", &env.segs(), "--log", "stderr"], &program),
+                // Both things the shim writes: its complaint about the configuration (srv6run would refuse
+                // the missing file, so the shim is preloaded by hand) and the log. `env` has the shim too.
+                _ => ["env", &format!("LD_PRELOAD={shim}"), &missing, "SRV6_LOG=stderr"]
+                    .iter()
+                    .chain(&program)
+                    .map(|s| s.to_string())
+                    .collect(),
+            };
+            let argv: Vec<String> =
+                [PYTHON, "-c", BAD_STDERR_PY, mode].iter().map(|s| s.to_string()).chain(child).collect();
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+            ensure!(out.stdout.trim() == "3", "{mode}: the program's own exit status, not a signal: {out}");
+            let written = std::fs::read_to_string(&file)?;
+            ensure!(written.ends_with(": HTTP/1.1 200\n"), "{mode}: the program ran to the end: {written:?}");
+        }
         Ok(())
     });
 }
