@@ -72,23 +72,84 @@ pub fn syn_srh(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<std::ops
     Ok(find_cmsg(&buf[..len], libc::IPPROTO_IPV6, IPV6_RTHDR))
 }
 
-/// Find the data of the control message `(level, ty)` in a control buffer, by bytes (no alignment needed).
+/// Find the data of the control message `(level, ty)` in a control buffer (as `recvmsg(2)` or
+/// `IPV6_2292PKTOPTIONS` fill it); `None` if absent or if the buffer is malformed.
+///
+/// The walk is the one of `CMSG_FIRSTHDR`/`CMSG_NXTHDR`/`CMSG_DATA`, with the platform's header size and
+/// alignment taken from `CMSG_LEN`/`CMSG_SPACE`; headers are read by copy, so `control` needs no alignment.
 pub fn find_cmsg(control: &[u8], level: libc::c_int, ty: libc::c_int) -> Option<std::ops::Range<usize>> {
-    const HDR: usize = std::mem::size_of::<libc::cmsghdr>();
-    const ALIGN: usize = std::mem::size_of::<usize>();
-    let mut pos = 0;
-    while pos + HDR <= control.len() {
-        let word = |at: usize, n: usize| control.get(pos + at..pos + at + n);
-        let cmsg_len = usize::from_ne_bytes(word(0, 8)?.try_into().ok()?);
-        let cmsg_level = i32::from_ne_bytes(word(8, 4)?.try_into().ok()?);
-        let cmsg_type = i32::from_ne_bytes(word(12, 4)?.try_into().ok()?);
-        if cmsg_len < HDR || pos + cmsg_len > control.len() {
+    // SAFETY: CMSG_LEN and CMSG_SPACE are pure arithmetic on their argument.
+    let (data_offset, space_of_header) = unsafe { (libc::CMSG_LEN(0) as usize, libc::CMSG_SPACE(0) as usize) };
+    // CMSG_ALIGN(n), which libc does not export: CMSG_SPACE(n) is CMSG_ALIGN(n) + CMSG_ALIGN(header).
+    let align = |n: usize| -> Option<usize> {
+        // SAFETY: as above.
+        Some(unsafe { libc::CMSG_SPACE(u32::try_from(n).ok()?) } as usize - space_of_header)
+    };
+    let header_len = std::mem::size_of::<libc::cmsghdr>();
+    let mut pos = 0usize;
+    while let Some(header) = control.get(pos..pos.checked_add(header_len)?) {
+        // SAFETY: `header` holds size_of::<cmsghdr>() bytes; read_unaligned copies them without alignment needs,
+        // and every bit pattern is a valid cmsghdr (integers only).
+        let cmsg = unsafe { std::ptr::read_unaligned(header.as_ptr().cast::<libc::cmsghdr>()) };
+        // size_t on glibc, u32 on musl.
+        let len = cmsg.cmsg_len as usize;
+        let end = pos.checked_add(len)?;
+        if len < data_offset || end > control.len() {
             return None;
         }
-        if cmsg_level == level && cmsg_type == ty {
-            return Some(pos + HDR..pos + cmsg_len);
+        if cmsg.cmsg_level == level && cmsg.cmsg_type == ty {
+            return Some(pos + data_offset..end);
         }
-        pos += cmsg_len.div_ceil(ALIGN) * ALIGN;
+        pos = pos.checked_add(align(len)?)?;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A control buffer laid out by the C library's own macros: a 3-byte message, then an `IPV6_RTHDR`.
+    #[test]
+    fn finds_what_the_cmsg_macros_laid_out() {
+        let rthdr = [0xabu8; 24];
+        // SAFETY: CMSG_SPACE is arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(3) + libc::CMSG_SPACE(rthdr.len() as u32) } as usize;
+        // u64 elements: aligned for cmsghdr, as the macros require.
+        let mut storage = vec![0u64; space.div_ceil(8)];
+        let control = storage.as_mut_ptr().cast::<u8>();
+        // SAFETY: a zeroed msghdr is valid; only its control fields are used.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_control = control.cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the macros walk `storage` (`space` bytes, aligned) through `msg`; each message is written
+        // inside the space CMSG_SPACE reserved for it.
+        let (first_data, rthdr_data) = unsafe {
+            let first = libc::CMSG_FIRSTHDR(&msg);
+            (*first).cmsg_level = libc::SOL_SOCKET;
+            (*first).cmsg_type = 99;
+            (*first).cmsg_len = libc::CMSG_LEN(3) as _;
+            let second = libc::CMSG_NXTHDR(&msg, first);
+            assert!(!second.is_null(), "room for the second message");
+            (*second).cmsg_level = libc::IPPROTO_IPV6;
+            (*second).cmsg_type = IPV6_RTHDR;
+            (*second).cmsg_len = libc::CMSG_LEN(rthdr.len() as u32) as _;
+            let data = libc::CMSG_DATA(second);
+            std::ptr::copy_nonoverlapping(rthdr.as_ptr(), data, rthdr.len());
+            (libc::CMSG_DATA(first).offset_from(control) as usize, data.offset_from(control) as usize)
+        };
+        // SAFETY: `storage` holds `space` initialised bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(control, space) }.to_vec();
+        let found = find_cmsg(&bytes, libc::IPPROTO_IPV6, IPV6_RTHDR).expect("IPV6_RTHDR found");
+        assert_eq!(found, rthdr_data..rthdr_data + rthdr.len());
+        assert_eq!(&bytes[found], &rthdr);
+        assert_eq!(find_cmsg(&bytes, libc::SOL_SOCKET, 99), Some(first_data..first_data + 3));
+        assert_eq!(find_cmsg(&bytes, libc::IPPROTO_IPV6, 1), None);
+        // Same bytes at an odd address: found by copy, no alignment needed.
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        assert_eq!(find_cmsg(&shifted[1..], libc::IPPROTO_IPV6, IPV6_RTHDR), Some(rthdr_data..rthdr_data + 24));
+        // Cut inside the second message: malformed, not found, no panic.
+        assert_eq!(find_cmsg(&bytes[..rthdr_data + 4], libc::IPPROTO_IPV6, IPV6_RTHDR), None);
+    }
 }

@@ -28,8 +28,11 @@ use crate::wire::prefix::Ipv6Prefix;
 use crate::wire::srh::SrhRepr;
 use crate::wire::tlv::TlvRepr;
 
-/// Environment variable: comma-separated waypoints for every TCP destination (a catch-all first rule).
+/// Environment variable: comma-separated waypoints for every destination (a catch-all first rule) of the
+/// sockets `SRV6_PROTO` selects.
 pub const ENV_SEGS: &str = "SRV6_SEGS";
+/// Environment variable: which sockets `SRV6_SEGS` steers: `tcp` (default), `udp` or `any`.
+pub const ENV_PROTO: &str = "SRV6_PROTO";
 /// Environment variable: return path for `SRV6_SEGS`: `reverse` (default), `none`, or waypoints back.
 pub const ENV_RETURN_PATH: &str = "SRV6_RETURN_PATH";
 /// Environment variable: the policy file.
@@ -44,8 +47,8 @@ pub const SYSTEM_POLICY: &str = "/etc/srv6pipes/policy.toml";
 /// Why a policy could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    /// The policy file could not be read.
-    #[error("cannot read policy file {path}: {source}")]
+    /// The policy file could not be read (the OS error is the source, not repeated in the message).
+    #[error("cannot read policy file {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -115,7 +118,28 @@ pub enum Proto {
     Any,
 }
 
+impl FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            "any" => Ok(Proto::Any),
+            _ => Err(format!("{s:?} is not a protocol: use tcp, udp or any")),
+        }
+    }
+}
+
 impl Proto {
+    /// The name used in policy files, `SRV6_PROTO` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Any => "any",
+        }
+    }
+
     /// Whether a socket of protocol `p` (`Tcp` or `Udp`) is covered.
     pub fn covers(self, p: Proto) -> bool {
         self == Proto::Any || self == p
@@ -144,12 +168,18 @@ impl FromStr for ReturnPath {
     }
 }
 
-/// Parse a comma-separated list of IPv6 addresses.
+/// Parse a comma-separated list of IPv6 addresses (spaces around them allowed). An empty element
+/// (`fc00::1,,fc00::2`, a trailing comma) is an error: it is a typo, not a segment to skip.
 pub fn parse_addrs(list: &str) -> Result<Vec<Ipv6Addr>, String> {
     list.split(',')
         .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(|_| format!("{s:?} is not an IPv6 address")))
+        .enumerate()
+        .map(|(i, s)| {
+            if s.is_empty() {
+                return Err(format!("element {} of {list:?} is empty", i + 1));
+            }
+            s.parse().map_err(|_| format!("{s:?} is not an IPv6 address"))
+        })
         .collect()
 }
 
@@ -329,12 +359,16 @@ impl Policy {
             let segments = parse_addrs(&segs).map_err(|r| env_err(ENV_SEGS, &segs, r))?;
             let rp = get(ENV_RETURN_PATH).unwrap_or_default();
             let return_path = rp.parse().map_err(|r| env_err(ENV_RETURN_PATH, &rp, r))?;
+            let proto = match get(ENV_PROTO).filter(|s| !s.is_empty()) {
+                Some(p) => p.parse().map_err(|r| env_err(ENV_PROTO, &p, r))?,
+                None => Proto::Tcp,
+            };
             let rule = Rule {
                 origin: ENV_SEGS.to_string(),
                 dst: Ipv6Prefix::new(Ipv6Addr::UNSPECIFIED, 0).expect("/0 is valid"),
                 port: None,
                 name: None,
-                proto: Proto::Tcp,
+                proto,
                 path: Path { segments, return_path, tag: 0, flags: 0 },
             };
             rule.validate()?;
@@ -456,5 +490,47 @@ return-path = ["fc00:e9::1", "fc00:e8::1"]
         assert_eq!(p.rules[0].path.return_path, ReturnPath::None);
         let bad = Policy::from_env(|k| (k == ENV_SEGS).then(|| "fc00::1,nope".to_string())).unwrap_err();
         assert!(bad.to_string().contains("\"nope\" is not an IPv6 address"), "{bad}");
+        assert_eq!(p.rules[0].proto, Proto::Tcp, "SRV6_SEGS steers TCP unless SRV6_PROTO says otherwise");
+    }
+
+    #[test]
+    fn empty_list_elements_are_errors() {
+        for list in ["fc00::1,,", "fc00::1,", ",fc00::1", "fc00::1, ,fc00::2"] {
+            let e = parse_addrs(list).unwrap_err();
+            assert!(e.contains("is empty"), "{list:?}: {e}");
+        }
+        assert_eq!(parse_addrs(" fc00::1 , fc00::2 ").unwrap(), vec![a("fc00::1"), a("fc00::2")]);
+        let env = |k: &str| match k {
+            ENV_SEGS => Some("fc00:e1::1".to_string()),
+            ENV_RETURN_PATH => Some("fc00:e1::1,,".to_string()),
+            _ => None,
+        };
+        let e = Policy::from_env(env).unwrap_err().to_string();
+        assert!(e.starts_with("SRV6_RETURN_PATH=") && e.contains("element 2"), "{e}");
+    }
+
+    #[test]
+    fn proto_selects_the_sockets_of_the_environment_rule() {
+        let env = |proto: &'static str| {
+            move |k: &str| match k {
+                ENV_SEGS => Some("fc00:e1::1".to_string()),
+                ENV_PROTO => Some(proto.to_string()),
+                _ => None,
+            }
+        };
+        let udp = Policy::from_env(env("udp")).unwrap();
+        assert!(udp.lookup(Proto::Udp, a("fc00:4::2"), 53, None).is_some());
+        assert!(udp.lookup(Proto::Tcp, a("fc00:4::2"), 80, None).is_none());
+        let any = Policy::from_env(env("any")).unwrap();
+        assert!(any.lookup(Proto::Tcp, a("fc00:4::2"), 80, None).is_some());
+        let e = Policy::from_env(env("sctp")).unwrap_err().to_string();
+        assert!(e.contains("SRV6_PROTO") && e.contains("tcp, udp or any"), "{e}");
+    }
+
+    #[test]
+    fn missing_policy_file_says_the_os_error_once() {
+        let e = Policy::from_env(|k| (k == ENV_POLICY).then(|| "/nonexistent/p.toml".to_string())).unwrap_err();
+        let chain = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+        assert_eq!(chain.matches("No such file or directory").count(), 1, "{chain}");
     }
 }

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use libsrv6sock::policy::FailMode;
+use libsrv6sock::policy::{FailMode, Proto};
 
-/// Run PROGRAM with its TCP connections steered over SRv6 paths.
+/// Run PROGRAM with its connections steered over SRv6 paths.
 ///
 /// srv6run preloads libsrv6sock.so into PROGRAM, which then attaches a Segment Routing Header (with a
 /// return-path TLV) to every socket whose destination matches the policy: the --segs path, then the rules of
@@ -13,10 +13,17 @@ use libsrv6sock::policy::FailMode;
 #[derive(Debug, Parser)]
 #[command(name = "srv6run", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Waypoints every TCP connection visits, in order, comma-separated (SIDs: function SIDs of proxies or
-    /// End SIDs of routers). The final destination is the address PROGRAM connects to.
+    /// Waypoints every connection visits (TCP, or as --proto says), in order, comma-separated (SIDs:
+    /// function SIDs of proxies or End SIDs of routers). The final destination is the address PROGRAM
+    /// connects or sends to.
     #[arg(short, long, value_name = "SID,…", env = "SRV6_SEGS")]
     pub segs: Option<String>,
+
+    /// Which sockets --segs steers: tcp (default), udp or any. TCP is the default because SRv6Pipes proxies
+    /// relay TCP only: a UDP datagram sent to a proxy's function SID ends at the proxy. Steer UDP (DNS,
+    /// QUIC) over paths of plain SRv6 routers. Needs --segs (policy file rules have their own proto).
+    #[arg(long, value_name = "tcp|udp|any", env = "SRV6_PROTO", value_parser = parse_proto, requires = "segs")]
+    pub proto: Option<Proto>,
 
     /// Return path for --segs, carried in the return-path TLV: reverse (default), none, or the waypoints a
     /// reply visits, in order, comma-separated.
@@ -59,12 +66,17 @@ pub struct Cli {
 const AFTER_HELP: &str = "\
 Examples:
   srv6run --segs fc00:e1::1,fc00:e2::1 -- curl http://[fc00:4::2]/
+  srv6run --segs fc00:e1::1 --proto udp -- dig @fc00:4::53 www.example.net AAAA
   srv6run --policy paths.toml --fail closed --log stderr -- wget http://www.example.net/
   srv6run --explain --policy paths.toml -- curl http://www.example.net/
 
 See srv6run(1) and libsrv6sock(7).";
 
 fn parse_fail(s: &str) -> Result<FailMode, String> {
+    s.parse()
+}
+
+fn parse_proto(s: &str) -> Result<Proto, String> {
     s.parse()
 }
 

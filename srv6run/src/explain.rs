@@ -68,7 +68,7 @@ fn rule_json(r: &Rule) -> Value {
         "dst": r.dst.to_string(),
         "port": r.port,
         "name": r.name,
-        "proto": match r.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Any => "any" },
+        "proto": r.proto.name(),
         "segments": r.path.segments.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "return_path": r.path.return_waypoints().map(|a| a.to_string()).collect::<Vec<_>>(),
         "tag": r.path.tag,

@@ -17,7 +17,7 @@ use cli::Cli;
 
 /// Exit status when srv6run itself refuses (bad options or policy).
 const EXIT_USAGE: u8 = 2;
-/// Exit status when the program cannot be run (as shells use).
+/// Exit status when the program is found but cannot be run (as shells use).
 const EXIT_CANNOT_RUN: u8 = 126;
 /// Exit status when the program is not found (as shells use).
 const EXIT_NOT_FOUND: u8 = 127;
@@ -41,6 +41,9 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     }
     if let Some(r) = &cli.return_path {
         env.insert(policy::ENV_RETURN_PATH, r.clone());
+    }
+    if let Some(p) = cli.proto {
+        env.insert(policy::ENV_PROTO, p.name().to_string());
     }
     if let Some(p) = &cli.policy {
         let abs = std::path::absolute(p).with_context(|| format!("policy file {}", p.display()))?;

@@ -12,9 +12,15 @@ const INSTEAD: &str = "steer its traffic with a route instead, e.g.\n  \
     ip -6 route add DST/128 encap seg6 mode inline segs SID1,SID2 dev DEV";
 
 /// The path `exec` will run: `name` itself if it has a slash, else the first executable match in `PATH`.
+/// An error means "not found" (exit status 127); a file that exists but cannot run is for `exec` to say.
 pub fn locate(name: &str, path_var: Option<&str>) -> Result<PathBuf> {
     if name.contains('/') {
-        return Ok(PathBuf::from(name));
+        let path = PathBuf::from(name);
+        // Following symbolic links, as exec does: a dangling one is not found either.
+        return match path.metadata() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("{name}: no such file"),
+            _ => Ok(path),
+        };
     }
     path_var
         .unwrap_or("/usr/local/bin:/usr/bin:/bin")
@@ -121,5 +127,7 @@ mod tests {
     fn locate_searches_path() {
         assert_eq!(locate("sh", Some("/nonexistent:/bin")).unwrap(), PathBuf::from("/bin/sh"));
         assert!(locate("no-such-program-xyz", Some("/bin")).unwrap_err().to_string().contains("not found"));
+        assert!(locate("/nonexistent/prog", None).unwrap_err().to_string().contains("no such file"));
+        assert_eq!(locate("/bin/sh", None).unwrap(), PathBuf::from("/bin/sh"));
     }
 }

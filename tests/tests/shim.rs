@@ -1,6 +1,8 @@
 //! The shim inside real programs (topology `steering`): multi-threaded and forking programs, the failure
-//! policies against a real kernel refusal, rules matched on host names, UDP (dig), and the programs
-//! `srv6run` must refuse (static, setuid).
+//! policies against a real kernel refusal, rules matched on host names, UDP (dig), the programs `srv6run`
+//! must refuse (static, setuid) and its exit statuses. The shim never takes its host down: a closed or
+//! broken standard error, a descriptor number reused by a socket with the program's own routing header; and
+//! the built `libsrv6sock.so` links only the C library and exports only its hooks.
 
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
@@ -57,6 +59,78 @@ for _ in range(n):
 print(sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in kids))
 "#;
 
+/// Opens the file `argv[3]` (with standard error closed it gets descriptor 2), fetches the file over one
+/// connection, writes `fd N: STATUS` to its file and exits 3: a status the shim must leave alone. With
+/// `argv[4]` = `close-stderr`, it first closes its standard error itself, with `os.closerange` (the
+/// `close_range` call where the C library has it).
+const FETCH_TO_FILE_PY: &str = r#"
+import os, socket, sys
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+if sys.argv[4:] == ["close-stderr"]:
+    os.closerange(2, 3)
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+with socket.create_connection((host, port), timeout=20) as s:
+    s.sendall(b"GET /small.bin HTTP/1.0\r\n\r\n")
+    status = s.recv(12)
+os.write(fd, b"fd %d: %s\n" % (fd, status))
+sys.exit(3)
+"#;
+
+/// Runs `argv[2:]` with a standard error that cannot take a write and prints the child's return code
+/// (negative: killed by that signal). `argv[1]`: `broken`, a pipe whose reader is gone, with SIGPIPE at its
+/// default action (death); `full`, a non-blocking pipe filled up, that nobody reads.
+const BAD_STDERR_PY: &str = r#"
+import fcntl, os, subprocess, sys
+r, w = os.pipe()
+if sys.argv[1] == "broken":
+    os.close(r)
+else:
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    try:
+        while True:
+            os.write(w, b"x" * 4096)
+    except BlockingIOError:
+        pass
+print(subprocess.run(sys.argv[2:], stderr=w, restore_signals=True).returncode)
+"#;
+
+/// Connects a first socket (the shim attaches its SRH) and closes it, with `close()` or, when `argv[5]` is
+/// `closerange`, with `os.closerange` (`close_range()`, which the shim does not see); a second socket gets
+/// the same descriptor number, sets its own SRH (segments `[dst, r2, r1]`, tag 0x5a5a) and connects. Prints
+/// the two descriptor numbers, whether the second socket still holds exactly the program's header after
+/// connect, and the second answer's status line.
+const REUSED_FD_PY: &str = r#"
+import os, socket, sys
+host, port, r1, r2, how = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+IPV6_RTHDR = 57
+def fetch(s):
+    s.sendall(b"GET /small.bin HTTP/1.0\r\n\r\n")
+    return s.recv(12).decode()
+first = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+first.settimeout(20)
+first_fd = first.fileno()
+first.connect((host, port))
+fetch(first)
+if how == "closerange":
+    os.closerange(first_fd, first_fd + 1)
+    first.detach()
+else:
+    first.close()
+second = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+second.settimeout(20)
+segments = b"".join(socket.inet_pton(socket.AF_INET6, a) for a in (host, r2, r1))
+# next header, hdr ext len (6 x 8 bytes after the first 8), routing type 4, segments left 2, last entry 2,
+# flags 0, tag 0x5a5a
+srh = bytes([0, 6, 4, 2, 2, 0, 0x5A, 0x5A]) + segments
+second.setsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, srh)
+second.connect((host, port))
+kept = second.getsockopt(socket.IPPROTO_IPV6, IPV6_RTHDR, 1024) == srh
+print(first_fd, second.fileno(), kept, fetch(second))
+"#;
+
+/// Tag of the routing header [`REUSED_FD_PY`] sets itself.
+const PROGRAM_TAG: u16 = 0x5a5a;
+
 /// One TCP Fast Open connection: the request leaves with the SYN through `sendto(MSG_FASTOPEN)`, the call
 /// the shim must steer since there is no `connect()`; prints the status line.
 const FASTOPEN_PY: &str = r#"
@@ -93,6 +167,15 @@ impl Env {
 
     fn segs(&self) -> String {
         format!("{},{}", self.r1, self.r2)
+    }
+
+    /// SYNs seen on r2 whose SRH has exactly these segments (SRH order) and this tag.
+    fn syns_with(&self, packets: &[Packet], segments: &[Ipv6Addr], tag: u16) -> usize {
+        packets
+            .iter()
+            .filter(|p| p.has_flags(flags::SYN) && !p.has_flags(flags::ACK))
+            .filter(|p| p.srh.as_ref().is_some_and(|s| s.segments == segments && s.tag == tag))
+            .count()
     }
 
     /// Packets seen on r2 that carry the path's SRH to the service.
@@ -341,5 +424,285 @@ fn static_and_setuid_programs_are_refused_and_not_run() -> Result<()> {
     std::fs::set_permissions(&setuid_bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let out = run_srv6run(&setuid_bin)?;
     ensure!(out.status.success() && marker.exists(), "a dynamic program runs: {out:?}");
+    Ok(())
+}
+
+fn shim() -> Result<PathBuf> {
+    binaries::path("libsrv6sock.so")
+}
+
+/// `sh -c 'exec PROGRAM… 2>&-'`: PROGRAM starts with standard error closed. (srv6run cannot be in between:
+/// Rust's runtime reopens a closed standard error on /dev/null before main.)
+fn with_stderr_closed(program: &[&str]) -> Vec<String> {
+    ["sh", "-c", "exec \"$@\" 2>&-", "sh"].iter().chain(program).map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn program_with_stderr_closed_runs_and_its_files_get_nothing_of_the_shim() {
+    with_net("steering", "nostderr", |net| {
+        let env = Env::start(net)?;
+        let shim = shim()?;
+        let capture = net.capture("r2", "eth0")?;
+        let (service, port, segs) = (env.service.to_string(), PORT.to_string(), env.segs());
+        let log = [("SRV6_SEGS", segs.as_str()), ("SRV6_LOG", "stderr")];
+        let missing = net.path("missing.toml").display().to_string();
+        // Standard error closed at start, with decisions to log (`SRV6_LOG=stderr`) or a complaint to make (a
+        // missing policy file); then standard error open at start, where the shim logs, until the program
+        // closes it ("closed-later", under srv6run, so that only the program has the shim).
+        for tag in ["log", "broken", "closed-later"] {
+            let file = net.path(tag);
+            let file_arg = file.display().to_string();
+            let program = [PYTHON, "-c", FETCH_TO_FILE_PY, &service, &port, &file_arg];
+            let cmd = match tag {
+                "closed-later" => {
+                    let argv = env.srv6run(&["--segs", &segs, "--log", "stderr"], &program);
+                    net.cmd("client", argv).arg("close-stderr")
+                }
+                _ => {
+                    let vars: &[(&str, &str)] = if tag == "log" { &log } else { &[("SRV6_POLICY", &missing)] };
+                    let cmd = net.cmd("client", with_stderr_closed(&program)).env("LD_PRELOAD", &shim);
+                    vars.iter().fold(cmd, |cmd, (k, v)| cmd.env(k, v))
+                }
+            };
+            let out = cmd.timeout(RUN_TIMEOUT).output()?;
+            ensure!(out.status.code() == Some(3), "{tag}: the program's own exit status: {out}");
+            // The program's first file took descriptor 2, the number of the closed standard error: it holds
+            // the program's line and nothing the shim wrote.
+            let written = std::fs::read_to_string(&file)?;
+            ensure!(written == "fd 2: HTTP/1.1 200\n", "{tag}: the program's file holds {written:?}");
+            if tag == "closed-later" {
+                let events: Vec<&str> = out.stderr.lines().collect();
+                ensure!(
+                    events.len() == 1 && events[0].contains("\"event\":\"init\""),
+                    "the log was on stderr until the program closed it (the connect came after): {out}"
+                );
+            }
+        }
+        // The shim did steer the first run: it was working, just silent.
+        capture.wait_for("the steered SYN", SETTLE_TIMEOUT, |p| env.steered_syns(p) >= 1)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn program_with_a_broken_or_full_stderr_is_not_killed_by_the_shims_writes() {
+    with_net("steering", "sigpipe", |net| {
+        let env = Env::start(net)?;
+        let shim = shim()?.display().to_string();
+        let (service, port) = (env.service.to_string(), PORT.to_string());
+        let missing = format!("SRV6_POLICY={}", net.path("missing.toml").display());
+        for mode in ["broken", "full"] {
+            let file = net.path(mode);
+            let program = [PYTHON, "-c", FETCH_TO_FILE_PY, &service, &port, file.to_str().context("path")?];
+            let child = match mode {
+                // The shim logs its first line in its constructor, before Python can ignore SIGPIPE.
+                "broken" => env.srv6run(&["--segs", &env.segs(), "--log", "stderr"], &program),
+                // Both things the shim writes: its complaint about the configuration (srv6run would refuse
+                // the missing file, so the shim is preloaded by hand) and the log. `env` has the shim too.
+                _ => ["env", &format!("LD_PRELOAD={shim}"), &missing, "SRV6_LOG=stderr"]
+                    .iter()
+                    .chain(&program)
+                    .map(|s| s.to_string())
+                    .collect(),
+            };
+            let argv: Vec<String> =
+                [PYTHON, "-c", BAD_STDERR_PY, mode].iter().map(|s| s.to_string()).chain(child).collect();
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+            ensure!(out.stdout.trim() == "3", "{mode}: the program's own exit status, not a signal: {out}");
+            let written = std::fs::read_to_string(&file)?;
+            ensure!(written.ends_with(": HTTP/1.1 200\n"), "{mode}: the program ran to the end: {written:?}");
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn reused_descriptor_keeps_the_routing_header_the_program_set() {
+    with_net("steering", "reusefd", |net| {
+        let env = Env::start(net)?;
+        let capture = net.capture("r2", "eth0")?;
+        let closes = ["close", "closerange"];
+        for how in closes {
+            let log = net.path(&format!("{how}.jsonl"));
+            // The shim's path goes via r1 only; the program's own header via r1 and r2, with a tag.
+            let (service, port, r1, r2) =
+                (env.service.to_string(), PORT.to_string(), env.r1.to_string(), env.r2.to_string());
+            let argv = env.srv6run(
+                &["--segs", &r1, "--log", log.to_str().context("path")?],
+                &[PYTHON, "-c", REUSED_FD_PY, &service, &port, &r1, &r2, how],
+            );
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+            let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+            ensure!(fields.len() == 5 && fields[0] == fields[1], "{how}: the second socket reuses the number: {out}");
+            ensure!(fields[2] == "True", "{how}: after connect, the socket holds exactly the program's header: {out}");
+            ensure!(fields[3..] == ["HTTP/1.1", "200"], "{how}: the second fetch is answered: {out}");
+            let events = log_events(&log)?;
+            let actions: Vec<&Value> =
+                events.iter().filter(|e| e["event"] == "connect").map(|e| &e["action"]).collect();
+            ensure!(actions == ["attached", "program-srh"], "{how}: decisions of the two connects: {actions:?}");
+        }
+
+        // Per run, the first socket's SYN carries the shim's header and the second's the program's own.
+        let program_path = [env.service, env.r2, env.r1];
+        let shim_path = [env.service, env.r1];
+        let runs = closes.len();
+        capture.wait_for("every SYN", SETTLE_TIMEOUT, |p| {
+            env.syns_with(p, &shim_path, 0) >= runs && env.syns_with(p, &program_path, PROGRAM_TAG) >= runs
+        })?;
+        let packets = read_pcap(&capture.stop()?)?;
+        ensure!(env.syns_with(&packets, &shim_path, 0) == runs, "one SYN with the shim's header per run");
+        ensure!(env.syns_with(&packets, &program_path, PROGRAM_TAG) == runs, "one SYN with the program's per run");
+        Ok(())
+    });
+}
+
+#[test]
+fn proto_udp_steers_dig_queries_and_the_default_does_not() {
+    with_net("steering", "protoudp", |net| {
+        let env = Env::start(net)?;
+        let capture = net.capture("r2", "eth0")?;
+        // No DNS server answers: dig times out after one try; the query crossing r2 (or not) is what counts.
+        let dig = ["dig", "+tries=1", "+time=1", &format!("@{}", env.service), "srv6.test", "AAAA"];
+        for proto in [None, Some("udp")] {
+            let mut opts = vec!["--segs".to_string(), env.segs()];
+            opts.extend(proto.iter().flat_map(|p| ["--proto".to_string(), p.to_string()]));
+            let opts: Vec<&str> = opts.iter().map(String::as_str).collect();
+            net.cmd("client", env.srv6run(&opts, &dig)).timeout(RUN_TIMEOUT).output()?;
+        }
+        // The query, steered (an SRH) or not (towards the service): not neighbour discovery and the like.
+        let udp_on_r2 = |p: &[Packet]| {
+            p.iter()
+                .filter(|p| p.tcp.is_none() && (p.srh.is_some() || p.dst == env.service))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let steered = |p: &Packet| p.srh.as_ref().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]);
+        capture.wait_for("a steered DNS query", SETTLE_TIMEOUT, |p| udp_on_r2(p).iter().any(steered))?;
+        let udp = udp_on_r2(&read_pcap(&capture.stop()?)?);
+        // Only the --proto udp run's single query crossed r2: the default (tcp) run went the direct way.
+        ensure!(udp.len() == 1 && steered(&udp[0]), "exactly one steered query on r2: {udp:#?}");
+        Ok(())
+    });
+}
+
+/// `srv6run` with these arguments, not in a namespace (nothing is steered).
+fn srv6run_plain(args: &[&str]) -> Result<std::process::Output> {
+    Ok(std::process::Command::new(binaries::path("srv6run")?).args(args).output()?)
+}
+
+/// Standard error as lines, for "said once" checks.
+fn stderr_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn srv6run_exit_statuses_are_the_shells() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let not_executable = dir.path().join("data.txt");
+    std::fs::write(&not_executable, "not a program\n")?;
+    let cases = [
+        ("not in PATH", "no-such-program-srv6", 127),
+        ("no such file", "/nonexistent/srv6/program", 127),
+        ("not executable", not_executable.to_str().context("path")?, 126),
+        ("a directory", dir.path().to_str().context("path")?, 126),
+    ];
+    for (what, program, want) in cases {
+        let out = srv6run_plain(&["--segs", "fc00::1", "--", program])?;
+        let shell = std::process::Command::new("sh").arg("-c").arg("\"$0\" 2>/dev/null").arg(program).status()?;
+        ensure!(shell.code() == Some(want), "{what}: sh says {shell}, expected {want}");
+        ensure!(out.status.code() == Some(want), "{what}: srv6run exits {:?}, sh {want}", out.status.code());
+        let lines = stderr_lines(&out);
+        ensure!(lines.len() == 1 && lines[0].starts_with("srv6run: "), "{what}: one line of error: {lines:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let missing = dir.path().join("missing.toml");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--policy", missing.to_str().context("path")?], "No such file or directory"),
+        (&["--segs", "fc00::1,,"], "is empty"),
+        (&["--segs", ",fc00::1"], "is empty"),
+        (&["--segs", "fc00::1", "--return-path", "fc00::2,"], "is empty"),
+    ];
+    for (opts, reason) in cases {
+        let args: Vec<&str> = opts.iter().copied().chain(["--", "sh", "-c", &touch]).collect();
+        let out = srv6run_plain(&args)?;
+        let lines = stderr_lines(&out);
+        ensure!(out.status.code() == Some(2), "{opts:?}: exit status 2 for a bad option: {lines:?}");
+        ensure!(
+            lines.len() == 1 && lines[0].matches(reason).count() == 1,
+            "{opts:?}: one line saying {reason:?} once: {lines:?}"
+        );
+        ensure!(!marker.exists(), "{opts:?}: the program must not run");
+    }
+    Ok(())
+}
+
+/// What `libsrv6sock.so` may need at run time: the C library and what rustc's std itself links (the
+/// dynamic loader, `ld-linux-*`, is also allowed).
+const ALLOWED_NEEDED: [&str; 6] =
+    ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
+/// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
+const HOOKS: [&str; 9] = ["close", "connect", "dup", "dup2", "dup3", "getaddrinfo", "sendmsg", "sendto", "socket"];
+/// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
+const FORBIDDEN_CRATES: [&str; 5] = ["hickory", "ratatui", "pcap", "tokio", "etherparse"];
+
+fn tool(argv: &[&str], file: &Path) -> Result<String> {
+    let out = std::process::Command::new(argv[0]).args(&argv[1..]).arg(file).output().context(argv[0].to_string())?;
+    ensure!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn shim_links_only_the_c_library_and_exports_only_its_hooks() -> Result<()> {
+    let so = shim()?;
+    let dynamic = tool(&["readelf", "-dW"], &so)?;
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| l.split('[').nth(1)?.split(']').next())
+        .collect();
+    ensure!(needed.contains(&"libc.so.6"), "readelf finds the C library among {needed:?}");
+    let extra: Vec<_> = needed.iter().filter(|n| !ALLOWED_NEEDED.contains(n) && !n.starts_with("ld-linux")).collect();
+    ensure!(extra.is_empty(), "libsrv6sock.so needs {extra:?} beyond the C library");
+
+    let exported = tool(&["nm", "-D", "--defined-only"], &so)?;
+    let mut exported: Vec<(&str, &str)> = exported
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace().rev();
+            Some((f.next()?, f.next()?))
+        })
+        .collect();
+    exported.sort();
+    let want: Vec<(&str, &str)> = HOOKS.iter().map(|h| (*h, "T")).collect();
+    ensure!(exported == want, "exported symbols (name, type) {exported:?}, want exactly the hooks {want:?}");
+
+    // The full symbol table, demangled: every crate linked in shows up in its symbols' paths.
+    let symbols = tool(&["nm", "--demangle"], &so)?;
+    let crates: std::collections::BTreeSet<&str> = symbols
+        .lines()
+        .filter_map(|l| l.splitn(3, ' ').nth(2))
+        .flat_map(|name| name.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')))
+        .filter_map(|path| path.split_once("::").map(|(krate, _)| krate))
+        .collect();
+    ensure!(crates.contains("libsrv6sock"), "the symbol table lists the crates linked in: {crates:?}");
+    let forbidden: Vec<_> = crates.iter().filter(|c| FORBIDDEN_CRATES.iter().any(|f| c.starts_with(f))).collect();
+    ensure!(forbidden.is_empty(), "libsrv6sock.so contains {forbidden:?}");
+    Ok(())
+}
+
+/// The guard against `panic = "abort"` is a compile_error! in the shim; this checks the artifact: its panics
+/// unwind (the `panic_unwind` runtime is linked, `panic_abort` is not), so the hooks' catch_unwind works.
+#[test]
+fn shim_is_built_to_unwind() -> Result<()> {
+    let symbols = tool(&["nm", "--demangle"], &shim()?)?;
+    ensure!(symbols.contains(" panic_unwind::"), "libsrv6sock.so lacks the unwinding panic runtime");
+    ensure!(!symbols.contains(" panic_abort::"), "libsrv6sock.so is built with panic = \"abort\"");
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! The interposed libc functions.
 //!
-//! Each hook decides with [`steer`], then calls the real function. [`steer`] runs under [`guarded`]: it is
-//! skipped when the shim itself is inside a hooked call (re-entry), and a panic in it lets the call go on.
+//! Each socket hook decides with [`steer`], then calls the real function. [`steer`] runs under [`guarded`]:
+//! it is skipped when the shim itself is inside a hooked call (re-entry), and a panic in it lets the call go
+//! on. The descriptor hooks (`socket`, `close`, `dup`, `dup2`, `dup3`) only keep [`fds`] and the log's
+//! descriptor in step with the program's descriptor table: a few atomic operations, async-signal-safe.
 
 use std::cell::Cell;
 use std::net::Ipv6Addr;
 use std::os::fd::BorrowedFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use libc::{addrinfo, c_char, c_int, msghdr, sockaddr, socklen_t, ssize_t};
 use libsrv6sock::attach;
@@ -16,19 +17,11 @@ use libsrv6sock::wire::srh::{self, Srh};
 
 use crate::log::{self, Action};
 use crate::state::{self, Shim, State};
-use crate::{names, real};
+use crate::{fds, names, real};
 
 thread_local! {
     /// Set while the shim is working on this thread: calls it makes itself pass through.
     static BUSY: Cell<bool> = const { Cell::new(false) };
-}
-
-/// One bit per descriptor below 65536: the shim put the SRH currently on this (UDP) socket.
-static ATTACHED: [AtomicU64; 1024] = [const { AtomicU64::new(0) }; 1024];
-
-fn attached_bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
-    let fd = usize::try_from(fd).ok()?;
-    Some((ATTACHED.get(fd / 64)?, 1 << (fd % 64)))
 }
 
 /// What the hook does after [`steer`].
@@ -124,18 +117,15 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
             return Outcome::Fail(libc::EINVAL);
         }
     };
-    let ours = attached_bit(fd);
     let Some((index, rule)) = lookup(shim, proto, dst, port) else {
         // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off.
-        if let Some((word, bit)) = ours {
-            if word.fetch_and(!bit, Ordering::Relaxed) & bit != 0 {
-                let _ = attach::clear_srh(sock);
-            }
+        if fds::forget(fd) {
+            let _ = attach::clear_srh(sock);
         }
         log::decision(call, proto, dst, port, None, Action::NoMatch);
         return Outcome::Proceed;
     };
-    let mine = ours.is_some_and(|(word, bit)| word.load(Ordering::Relaxed) & bit != 0);
+    let mine = fds::is_ours(fd);
     let mut buf = [0u8; srh::MAX_LEN];
     if !mine && attach::get_srh(sock, &mut buf).is_ok_and(|n| n > 0) {
         log::decision(call, proto, dst, port, Some(rule), Action::ProgramSrh);
@@ -143,12 +133,13 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     }
     let template = &shim.srhs[index];
     buf[..template.len()].copy_from_slice(template);
-    Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst);
+    // Templates come from SrhRepr::emit: segment 0 exists (an error would only mean: leave the socket alone).
+    if Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst).is_err() {
+        return Outcome::Proceed;
+    }
     match attach::set_srh(sock, &buf[..template.len()]) {
         Ok(()) => {
-            if let Some((word, bit)) = ours {
-                word.fetch_or(bit, Ordering::Relaxed);
-            }
+            fds::set_ours(fd);
             log::decision(call, proto, dst, port, Some(rule), Action::Attached);
             Outcome::Proceed
         }
@@ -186,6 +177,11 @@ macro_rules! real_fn {
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 type SendtoFn = unsafe extern "C" fn(c_int, *const libc::c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t;
 type SendmsgFn = unsafe extern "C" fn(c_int, *const msghdr, c_int) -> ssize_t;
+type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
+type DupFn = unsafe extern "C" fn(c_int) -> c_int;
+type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
+type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type GetaddrinfoFn = unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
 
 /// `connect(2)`: attach the matching SRH before the SYN leaves.
@@ -307,4 +303,90 @@ unsafe fn learn(node: *const c_char, mut list: *const addrinfo) -> Outcome {
         list = ai.ai_next;
     }
     Outcome::Proceed
+}
+
+/// `socket(2)`: a new socket holds no SRH, whatever its number held before (it may have been freed in a way
+/// the shim does not see, such as `close_range()`).
+///
+/// # Safety
+/// The caller upholds `socket(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int {
+    let real = real_fn!(real::SOCKET, SocketFn);
+    // SAFETY: the caller's arguments, unchanged.
+    let fd = unsafe { real(domain, ty, protocol) };
+    if fd >= 0 {
+        fds::forget(fd);
+    }
+    fd
+}
+
+/// `close(2)`: the number is free again, so whatever the shim knew about it is forgotten.
+///
+/// # Safety
+/// The caller upholds `close(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn close(fd: c_int) -> c_int {
+    let real = real_fn!(real::CLOSE, CloseFn);
+    // Before the real close: once it returns, another thread may get this number for a new socket or file.
+    fds::forget(fd);
+    log::closed(fd);
+    // SAFETY: the caller's argument, unchanged.
+    unsafe { real(fd) }
+}
+
+/// `dup(2)`: the new number refers to the same socket, and to the same SRH.
+///
+/// # Safety
+/// The caller upholds `dup(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
+    let real = real_fn!(real::DUP, DupFn);
+    // SAFETY: the caller's argument, unchanged.
+    let new = unsafe { real(fd) };
+    if new >= 0 {
+        fds::copy(fd, new);
+    }
+    new
+}
+
+/// Before `newfd` is replaced by a copy of `oldfd`: forget what `newfd` was (a failed call then only
+/// costs a log that was on `newfd`, never a line written into the program's file).
+fn before_replace(oldfd: c_int, newfd: c_int) {
+    if oldfd != newfd {
+        fds::forget(newfd);
+        log::closed(newfd);
+    }
+}
+
+/// `dup2(2)`: `newfd` is closed and becomes a copy of `oldfd`.
+///
+/// # Safety
+/// The caller upholds `dup2(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn dup2(oldfd: c_int, newfd: c_int) -> c_int {
+    let real = real_fn!(real::DUP2, Dup2Fn);
+    before_replace(oldfd, newfd);
+    // SAFETY: the caller's arguments, unchanged.
+    let rc = unsafe { real(oldfd, newfd) };
+    if rc >= 0 {
+        fds::copy(oldfd, newfd);
+    }
+    rc
+}
+
+/// `dup3(2)`: as [`dup2`], with flags.
+///
+/// # Safety
+/// The caller upholds `dup3(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int {
+    let real = real_fn!(real::DUP3, Dup3Fn);
+    before_replace(oldfd, newfd);
+    // SAFETY: the caller's arguments, unchanged.
+    let rc = unsafe { real(oldfd, newfd, flags) };
+    if rc >= 0 {
+        fds::copy(oldfd, newfd);
+    }
+    rc
 }

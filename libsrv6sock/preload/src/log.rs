@@ -1,12 +1,71 @@
 //! The decision log: one JSON object per line, written with a single `write(2)` from a stack buffer so that
 //! hooks allocate nothing and lines from several processes or threads do not interleave.
+//!
+//! The log is written only while its descriptor still refers to the file it was opened on: once the program
+//! closes it or puts another file on its number (seen in `close()`/`dup2()`, or by the file's identity
+//! changing, for ways the shim does not see such as `fclose(stderr)` inside the C library), the log is off,
+//! so lines never land in a file of the program.
 
 use std::fmt::{self, Write};
 use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use libsrv6sock::policy::{Proto, Rule};
+use libc::c_int;
+use libsrv6sock::policy::{FailMode, Proto, Rule};
 
-use crate::state::{self, Shim};
+use crate::output;
+
+/// The log's descriptor; -1 when there is no log.
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+/// Device and inode of the log's file when it was opened.
+static LOG_FILE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Descriptors below this are the program's standard streams: a log file opened while they are closed is
+/// moved above them, so the program's next `open()` does not get our file as its standard error.
+const FIRST_PRIVATE_FD: c_int = 3;
+
+/// Start logging to `target`: `stderr` (if open) or a file, appended. Called once, from the constructor.
+pub fn open(target: &str) -> Result<(), String> {
+    if target == "stderr" {
+        // With standard error closed, descriptor 2 is free for the program's next file: not ours to write.
+        if let Some(id) = output::file_id(libc::STDERR_FILENO) {
+            start(libc::STDERR_FILENO, id);
+        }
+        return Ok(());
+    }
+    let path = std::ffi::CString::new(target).map_err(|_| "path contains a NUL byte".to_string())?;
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC;
+    // SAFETY: `path` is a valid C string; the descriptor is the shim's for the life of the process.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o644) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let fd = if fd < FIRST_PRIVATE_FD {
+        // SAFETY: `fd` is the descriptor just opened; F_DUPFD_CLOEXEC copies it to a free number >= 3.
+        let moved = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD) };
+        // SAFETY: closing our own descriptor, which nothing else uses yet.
+        unsafe { libc::close(fd) };
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        moved
+    } else {
+        fd
+    };
+    start(fd, output::file_id(fd).ok_or_else(|| std::io::Error::last_os_error().to_string())?);
+    Ok(())
+}
+
+fn start(fd: c_int, (dev, ino): (u64, u64)) {
+    LOG_FILE[0].store(dev, Ordering::Relaxed);
+    LOG_FILE[1].store(ino, Ordering::Relaxed);
+    LOG_FD.store(fd, Ordering::Relaxed);
+}
+
+/// The program is closing `fd` or putting another file on it: if it is the log's, the log ends.
+pub fn closed(fd: c_int) {
+    let _ = LOG_FD.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+}
 
 /// A line being built; text past its capacity is cut (the line still ends with a newline).
 struct Line {
@@ -46,14 +105,21 @@ impl fmt::Display for Json<'_> {
 }
 
 fn emit(fill: impl FnOnce(&mut Line) -> fmt::Result) {
-    let Some(fd) = state::log_fd() else { return };
+    let fd = LOG_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return;
+    }
+    let opened = (LOG_FILE[0].load(Ordering::Relaxed), LOG_FILE[1].load(Ordering::Relaxed));
+    if output::file_id(fd) != Some(opened) {
+        closed(fd);
+        return;
+    }
     let mut line = Line { buf: [0; 2048], len: 0 };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
     let _ = write!(line, "{{\"pid\":{pid},").and_then(|_| fill(&mut line));
     line.buf[line.len] = b'\n';
-    // SAFETY: writes `len + 1` initialised bytes of a live stack buffer.
-    unsafe { libc::write(fd, line.buf.as_ptr().cast(), line.len + 1) };
+    output::write_all(fd, line.buf.get(..=line.len).unwrap_or_default());
 }
 
 /// The text of `errno`, written into `buf` (no allocation).
@@ -67,13 +133,24 @@ fn strerror(errno: i32, buf: &mut [u8; 128]) -> &str {
     std::str::from_utf8(&buf[..len]).unwrap_or("unknown error")
 }
 
-/// Log that the shim is loaded and how many rules it has.
-pub fn init(shim: &Shim) {
-    let fail = match shim.fail() {
-        libsrv6sock::policy::FailMode::Open => "open",
-        libsrv6sock::policy::FailMode::Closed => "closed",
+/// Log that the shim is loaded, with how many rules and which failure policy.
+pub fn init(rules: usize, fail: FailMode) {
+    let fail = match fail {
+        FailMode::Open => "open",
+        FailMode::Closed => "closed",
     };
-    emit(|l| write!(l, "\"event\":\"init\",\"rules\":{},\"fail\":\"{fail}\"}}", shim.policy.rules.len()));
+    emit(|l| write!(l, "\"event\":\"init\",\"rules\":{rules},\"fail\":\"{fail}\"}}"));
+}
+
+/// Log a panic inside the shim (the call it happened in went on unsteered).
+pub fn internal_error(location: Option<&std::panic::Location<'_>>) {
+    emit(|l| {
+        l.write_str("\"event\":\"internal-error\"")?;
+        if let Some(at) = location {
+            write!(l, ",\"at\":\"{}:{}\"", Json(at.file()), at.line())?;
+        }
+        l.write_str("}")
+    });
 }
 
 /// What the shim did with one call.
@@ -96,7 +173,7 @@ pub enum Action {
 /// Log one decision.
 pub fn decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, rule: Option<&Rule>, action: Action) {
     emit(|l| {
-        let proto = if proto == Proto::Udp { "udp" } else { "tcp" };
+        let proto = proto.name();
         write!(l, "\"event\":\"{call}\",\"proto\":\"{proto}\",\"dst\":\"{dst}\",\"port\":{port},")?;
         let (name, errno) = match action {
             Action::Attached => ("attached", 0),

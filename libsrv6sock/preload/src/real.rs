@@ -30,10 +30,15 @@ pub static CONNECT: Real = Real::new(b"connect\0");
 pub static SENDTO: Real = Real::new(b"sendto\0");
 pub static SENDMSG: Real = Real::new(b"sendmsg\0");
 pub static GETADDRINFO: Real = Real::new(b"getaddrinfo\0");
+pub static SOCKET: Real = Real::new(b"socket\0");
+pub static CLOSE: Real = Real::new(b"close\0");
+pub static DUP: Real = Real::new(b"dup\0");
+pub static DUP2: Real = Real::new(b"dup2\0");
+pub static DUP3: Real = Real::new(b"dup3\0");
 
 /// Resolve every symbol now, in the constructor, so hooks normally never call `dlsym`.
 pub fn resolve_all() {
-    for r in [&CONNECT, &SENDTO, &SENDMSG, &GETADDRINFO] {
+    for r in [&CONNECT, &SENDTO, &SENDMSG, &GETADDRINFO, &SOCKET, &CLOSE, &DUP, &DUP2, &DUP3] {
         r.get();
     }
 }

@@ -1,9 +1,10 @@
 //! The shim's configuration, built once in the constructor and read-only afterwards.
 
-use std::os::fd::RawFd;
 use std::sync::OnceLock;
 
 use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
+
+use crate::{log, output};
 
 /// A ready shim: the policy and every rule's SRH, pre-built.
 pub struct Shim {
@@ -27,30 +28,10 @@ pub enum State {
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
-static LOG_FD: OnceLock<RawFd> = OnceLock::new();
 
 /// The state, or `None` before the constructor ran (hooks then pass calls through).
 pub fn get() -> Option<&'static State> {
     STATE.get()
-}
-
-/// The decision-log descriptor, if `SRV6_LOG` is set.
-pub fn log_fd() -> Option<RawFd> {
-    LOG_FD.get().copied()
-}
-
-fn open_log(target: &str) -> Result<RawFd, String> {
-    if target == "stderr" {
-        return Ok(libc::STDERR_FILENO);
-    }
-    let path = std::ffi::CString::new(target).map_err(|_| "path contains a NUL byte".to_string())?;
-    // SAFETY: `path` is a valid C string; the returned descriptor is owned by the shim for the process life.
-    let fd =
-        unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o644) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
-    }
-    Ok(fd)
 }
 
 fn build(policy: Policy) -> Result<Shim, String> {
@@ -73,26 +54,34 @@ fn build(policy: Policy) -> Result<Shim, String> {
 pub fn init() {
     let env = |k: &str| std::env::var(k).ok();
     if let Some(target) = env(ENV_LOG).filter(|t| !t.is_empty()) {
-        match open_log(&target) {
-            Ok(fd) => {
-                let _ = LOG_FD.set(fd);
-            }
-            Err(e) => eprintln!("libsrv6sock: cannot open decision log {target:?}: {e}; logging disabled"),
+        if let Err(e) = log::open(&target) {
+            output::say(&format!("cannot open decision log {target:?}: {e}; logging disabled"));
         }
     }
-    let state = match Policy::from_env(env).map_err(|e| e.to_string()).and_then(build) {
+    let state = match Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(build) {
         Ok(shim) => {
-            crate::log::init(&shim);
+            log::init(shim.policy.rules.len(), shim.fail());
             State::Ready(shim)
         }
         Err(e) => {
             let closed = env(ENV_FAIL).as_deref() == Some("closed");
             let what = if closed { "IPv6 connections will fail (SRV6_FAIL=closed)" } else { "no SRH will be attached" };
-            eprintln!("libsrv6sock: {e}; {what}");
+            output::say(&format!("{e}; {what}"));
             State::Broken { closed }
         }
     };
     let _ = STATE.set(state);
+}
+
+/// An error and its causes, as one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
 }
 
 impl Shim {

@@ -31,6 +31,13 @@ impl Ipv6Prefix {
         Ok(Ipv6Prefix { addr: Ipv6Addr::from(u128::from(addr) & mask(len)), len })
     }
 
+    /// The prefix of length `len` containing `addr`, a length over 128 taken as 128 (for lengths already
+    /// checked, such as a SID layout's).
+    pub(crate) fn clamped(addr: Ipv6Addr, len: u8) -> Self {
+        let len = len.min(128);
+        Ipv6Prefix { addr: Ipv6Addr::from(u128::from(addr) & mask(len)), len }
+    }
+
     /// The network address (host bits zero).
     pub fn addr(&self) -> Ipv6Addr {
         self.addr

@@ -101,8 +101,7 @@ impl SidLayout {
         let v = u128::from(sid);
         let field = |shift: u32, bits: u8| (v.checked_shr(shift).unwrap_or(0) & !mask(128 - bits)) as u64;
         Sid {
-            locator: Ipv6Prefix::new(Ipv6Addr::from(v & mask(self.locator_bits)), self.locator_bits)
-                .expect("layout keeps locator_bits <= 128"),
+            locator: Ipv6Prefix::clamped(sid, self.locator_bits),
             function: field(self.function_shift(), self.function_bits),
             argument: field(self.argument_shift(), self.argument_bits),
         }

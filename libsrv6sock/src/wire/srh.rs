@@ -39,16 +39,17 @@ mod field {
     pub const TAG: std::ops::Range<usize> = 6..8;
 }
 
-/// A read-only view of a Segment Routing Header over a byte buffer.
+/// A view of a Segment Routing Header over a byte buffer.
 ///
-/// Accessors do not check bounds beyond what [`Srh::new_checked`] validated; build views with it.
+/// No method panics, whatever the buffer holds. On a view from [`Srh::new_checked`] every field is the
+/// header's; on an unchecked one, bytes past the end of the buffer read as 0.
 #[derive(Debug, Clone, Copy)]
 pub struct Srh<T: AsRef<[u8]>> {
     buffer: T,
 }
 
 impl<T: AsRef<[u8]>> Srh<T> {
-    /// Wrap a buffer without checking it: accessors may panic on a malformed one.
+    /// Wrap a buffer without checking it: fields of a malformed one read as garbage (never a panic).
     pub const fn new_unchecked(buffer: T) -> Self {
         Srh { buffer }
     }
@@ -88,6 +89,11 @@ impl<T: AsRef<[u8]>> Srh<T> {
         Ok(())
     }
 
+    /// Byte `i` of the buffer; 0 past its end.
+    fn byte(&self, i: usize) -> u8 {
+        self.buffer.as_ref().get(i).copied().unwrap_or(0)
+    }
+
     /// Consume the view, returning the buffer.
     pub fn into_inner(self) -> T {
         self.buffer
@@ -95,12 +101,12 @@ impl<T: AsRef<[u8]>> Srh<T> {
 
     /// Next header (the protocol after the SRH).
     pub fn next_header(&self) -> u8 {
-        self.buffer.as_ref()[field::NEXT_HEADER]
+        self.byte(field::NEXT_HEADER)
     }
 
     /// Header length in 8-octet units, not counting the first 8 octets.
     pub fn hdr_ext_len(&self) -> u8 {
-        self.buffer.as_ref()[field::HDR_EXT_LEN]
+        self.byte(field::HDR_EXT_LEN)
     }
 
     /// Length of the whole header in bytes.
@@ -110,28 +116,27 @@ impl<T: AsRef<[u8]>> Srh<T> {
 
     /// Routing type (4 for an SRH).
     pub fn routing_type(&self) -> u8 {
-        self.buffer.as_ref()[field::ROUTING_TYPE]
+        self.byte(field::ROUTING_TYPE)
     }
 
     /// Index of the active segment.
     pub fn segments_left(&self) -> u8 {
-        self.buffer.as_ref()[field::SEGMENTS_LEFT]
+        self.byte(field::SEGMENTS_LEFT)
     }
 
     /// Index of the last element of the segment list (the first segment of the path).
     pub fn last_entry(&self) -> u8 {
-        self.buffer.as_ref()[field::LAST_ENTRY]
+        self.byte(field::LAST_ENTRY)
     }
 
     /// Flags byte.
     pub fn flags(&self) -> u8 {
-        self.buffer.as_ref()[field::FLAGS]
+        self.byte(field::FLAGS)
     }
 
     /// Tag.
     pub fn tag(&self) -> u16 {
-        let d = self.buffer.as_ref();
-        u16::from_be_bytes([d[field::TAG.start], d[field::TAG.start + 1]])
+        u16::from_be_bytes([self.byte(field::TAG.start), self.byte(field::TAG.start + 1)])
     }
 
     /// Number of segments in the list.
@@ -178,15 +183,39 @@ impl<T: AsRef<[u8]>> Srh<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Srh<T> {
-    /// Set segments left (the proxy and tests rewrite it).
-    pub fn set_segments_left(&mut self, value: u8) {
-        self.buffer.as_mut()[field::SEGMENTS_LEFT] = value;
+    /// Set segments left; an error, and nothing written, if `value` is past the last entry or the buffer is
+    /// shorter than the fixed header.
+    pub fn set_segments_left(&mut self, value: u8) -> Result<(), Error> {
+        let last_entry = self.last_entry();
+        if value > last_entry {
+            return Err(Error::SegmentsLeft { segments_left: value, last_entry });
+        }
+        let available = self.buffer.as_ref().len();
+        let byte = self
+            .buffer
+            .as_mut()
+            .get_mut(field::SEGMENTS_LEFT)
+            .ok_or(Error::Truncated { needed: FIXED_LEN, available })?;
+        *byte = value;
+        Ok(())
     }
 
-    /// Overwrite segment `i`, as Linux does with `segments[0]` on `connect()`.
-    pub fn set_segment(&mut self, i: usize, addr: Ipv6Addr) {
+    /// Overwrite segment `i`, as Linux does with `segments[0]` on `connect()`; an error, and nothing written,
+    /// if `i` is past the segment list or the list past the buffer.
+    pub fn set_segment(&mut self, i: usize, addr: Ipv6Addr) -> Result<(), Error> {
+        let count = self.segment_count();
+        if i >= count {
+            return Err(Error::SegmentIndex { index: i, count });
+        }
         let start = FIXED_LEN + 16 * i;
-        self.buffer.as_mut()[start..start + 16].copy_from_slice(&addr.octets());
+        let available = self.buffer.as_ref().len();
+        let slot = self
+            .buffer
+            .as_mut()
+            .get_mut(start..start + 16)
+            .ok_or(Error::Truncated { needed: start + 16, available })?;
+        slot.copy_from_slice(&addr.octets());
+        Ok(())
     }
 }
 
@@ -348,6 +377,23 @@ mod tests {
         assert_eq!(bytes.len(), 40);
         assert_eq!(&bytes[31..], &[4, 5, 0, 0, 0, 0, 0, 4, 0]);
         assert_eq!(SrhRepr::from_bytes(&bytes).unwrap(), r);
+    }
+
+    #[test]
+    fn setters_refuse_what_is_not_in_the_list() {
+        let mut bytes = SrhRepr::for_path(a("::1"), &[a("::2")]).unwrap().to_bytes().unwrap();
+        let mut view = Srh::new_checked(&mut bytes[..]).unwrap();
+        assert_eq!(view.set_segment(2, a("::9")), Err(Error::SegmentIndex { index: 2, count: 2 }));
+        assert_eq!(view.set_segments_left(2), Err(Error::SegmentsLeft { segments_left: 2, last_entry: 1 }));
+        view.set_segment(0, a("::9")).unwrap();
+        view.set_segments_left(0).unwrap();
+        assert_eq!((view.segment(0), view.segments_left()), (Some(a("::9")), 0));
+        // An unchecked view over a short buffer: errors, no panic.
+        let mut short = [59u8, 0, 4];
+        let mut view = Srh::new_unchecked(&mut short[..]);
+        assert_eq!((view.routing_type(), view.last_entry(), view.tag()), (4, 0, 0));
+        assert_eq!(view.set_segment(0, a("::9")), Err(Error::Truncated { needed: 24, available: 3 }));
+        assert_eq!(view.set_segments_left(0), Err(Error::Truncated { needed: 8, available: 3 }));
     }
 
     #[test]

@@ -78,16 +78,16 @@ impl<'a> Iterator for TlvIter<'a> {
         }
         let Some(&len) = self.area.get(offset + 1) else {
             self.failed = true;
-            return Some(Err(Error::TlvTruncated { offset: self.base + offset }));
+            return Some(Err(Error::TlvTruncated { offset: self.base.saturating_add(offset) }));
         };
         let end = offset + 2 + len as usize;
         if end > self.area.len() {
             self.failed = true;
             return Some(Err(Error::TlvOverrun {
-                offset: self.base + offset,
+                offset: self.base.saturating_add(offset),
                 tlv_type,
                 length: len as usize,
-                end: self.base + self.area.len(),
+                end: self.base.saturating_add(self.area.len()),
             }));
         }
         self.pos = end;
@@ -123,7 +123,7 @@ pub enum TlvRepr {
 impl TlvRepr {
     /// Parse one non-padding TLV view. `base` is the offset of the TLV area in the SRH (for error messages).
     pub fn parse(tlv: &Tlv<'_>, base: usize) -> Result<Option<TlvRepr>, Error> {
-        let offset = base + tlv.offset;
+        let offset = base.saturating_add(tlv.offset);
         let bad = |reason| Error::TlvValue { offset, tlv_type: tlv.tlv_type, reason };
         Ok(Some(match tlv.tlv_type {
             TYPE_PAD1 | TYPE_PADN => {
@@ -231,8 +231,12 @@ pub fn padding_len(len: usize) -> usize {
     }
 }
 
-/// Write `n` bytes of PadN padding (`n` from [`padding_len`]) at the start of `buf`.
+/// Write `n` bytes of PadN padding (`n` from [`padding_len`]) at the start of `buf`. `n` = 1 is an error
+/// ([`Error::PaddingLength`]): that byte could only be a Pad1, which Linux rejects.
 pub fn emit_padding(buf: &mut [u8], n: usize) -> Result<(), Error> {
+    if n == 1 {
+        return Err(Error::PaddingLength);
+    }
     let available = buf.len();
     let out = buf.get_mut(..n).ok_or(Error::BufferTooSmall { needed: n, available })?;
     out.fill(0);
@@ -263,6 +267,14 @@ mod tests {
             assert!(tlvs.iter().all(|t| t.tlv_type == TYPE_PADN && t.value.len() <= PADN_MAX_VALUE));
             assert_eq!(tlvs.iter().map(Tlv::wire_len).sum::<usize>(), n);
         }
+    }
+
+    #[test]
+    fn one_byte_of_padding_is_an_error() {
+        let mut buf = [0xffu8; 4];
+        assert_eq!(emit_padding(&mut buf, 1), Err(Error::PaddingLength));
+        assert_eq!(buf, [0xff; 4], "nothing written");
+        assert_eq!(emit_padding(&mut buf, 5), Err(Error::BufferTooSmall { needed: 5, available: 4 }));
     }
 
     #[test]
