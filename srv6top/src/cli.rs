@@ -86,7 +86,10 @@ mod tests {
             defined.push(long.to_string());
             assert!(page.contains(&format!("Fl -{long}")), "man/srv6top.8 does not document --{long}");
             if let Some(short) = arg.get_short() {
-                assert!(page.contains(&format!("Fl {short} , Fl -{long}")), "man/srv6top.8 lacks -{short} for --{long}");
+                assert!(
+                    page.contains(&format!("Fl {short} , Fl -{long}")),
+                    "man/srv6top.8 lacks -{short} for --{long}"
+                );
             }
         }
         for line in page.lines().filter(|l| l.starts_with(".It Fl")) {

@@ -32,9 +32,11 @@ pub fn bytes(n: u64) -> String {
 
 /// A rate in bits per second, as network people read rates: `0`, `850kb/s`, `1.2Gb/s`.
 pub fn rate(bytes_per_second: u64) -> String {
+    if bytes_per_second == 0 {
+        return String::from("0");
+    }
     let bits = bytes_per_second as f64 * 8.0;
     match bits {
-        b if b == 0.0 => String::from("0"),
         b if b < 1e3 => format!("{b:.0}b/s"),
         b if b < 1e6 => format!("{:.0}kb/s", b / 1e3),
         b if b < 1e9 => format!("{:.1}Mb/s", b / 1e6),

@@ -174,7 +174,7 @@ impl Env {
         packets
             .iter()
             .filter(|p| p.has_flags(flags::SYN) && !p.has_flags(flags::ACK))
-            .filter(|p| p.srh.as_ref().is_some_and(|s| s.segments == segments && s.tag == tag))
+            .filter(|p| p.srh_repr().is_some_and(|s| s.segments == segments && s.tag == tag))
             .count()
     }
 
@@ -572,11 +572,11 @@ fn proto_udp_steers_dig_queries_and_the_default_does_not() {
         // The query, steered (an SRH) or not (towards the service): not neighbour discovery and the like.
         let udp_on_r2 = |p: &[Packet]| {
             p.iter()
-                .filter(|p| p.tcp.is_none() && (p.srh.is_some() || p.dst == env.service))
+                .filter(|p| p.tcp().is_none() && (p.srh.is_some() || p.dst == env.service))
                 .cloned()
                 .collect::<Vec<_>>()
         };
-        let steered = |p: &Packet| p.srh.as_ref().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]);
+        let steered = |p: &Packet| p.srh_repr().is_some_and(|s| s.segments == [env.service, env.r2, env.r1]);
         capture.wait_for("a steered DNS query", SETTLE_TIMEOUT, |p| udp_on_r2(p).iter().any(steered))?;
         let udp = udp_on_r2(&read_pcap(&capture.stop()?)?);
         // Only the --proto udp run's single query crossed r2: the default (tcp) run went the direct way.
