@@ -119,8 +119,9 @@ pub enum Step {
     },
 }
 
-/// A command that installs or removes (part of) a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command that installs or removes (part of) a step. Serialized in the state file (`state`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// Write a sysctl (shown as `sysctl -w KEY=VALUE`, done through /proc/sys).
     Sysctl {
@@ -482,17 +483,27 @@ pub fn resolve_backend(b: Backend) -> Result<Backend, DatapathError> {
     }
 }
 
+/// Told the undo list of a [`Datapath`] each time it changes (to record it in the state file).
+pub type OnChange = Box<dyn FnMut(&[Vec<Command>]) + Send>;
+
 /// An installed datapath: the undo of each step it changed, run by [`Datapath::teardown`] or on drop.
-#[derive(Debug)]
 pub struct Datapath {
     undo: Vec<Vec<Command>>,
+    on_change: OnChange,
 }
 
-/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done.
-pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
+impl fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datapath").field("undo", &self.undo).finish_non_exhaustive()
+    }
+}
+
+/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done. `on_change`
+/// is told the undo list after every step installed or removed.
+pub fn install(cfg: &DatapathConfig, on_change: OnChange) -> Result<Datapath, DatapathError> {
     let steps = cfg.plan(resolve_backend(cfg.backend)?)?;
     // Everything applied so far is undone by `dp`'s drop if a later step fails.
-    let mut dp = Datapath { undo: Vec::new() };
+    let mut dp = Datapath { undo: Vec::new(), on_change };
     for step in steps {
         if step.present()? {
             match step.when_present() {
@@ -526,11 +537,24 @@ pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         }
         tracing::info!("{step}: installed");
         dp.undo.push(undo);
+        (dp.on_change)(&dp.undo);
     }
     Ok(dp)
 }
 
 impl Datapath {
+    /// The datapath another run installed, known by its undo list (from a state file): its teardown
+    /// removes what that run changed.
+    pub fn adopt(undo: Vec<Vec<Command>>, mut on_change: OnChange) -> Datapath {
+        on_change(&undo);
+        Datapath { undo, on_change }
+    }
+
+    /// Leave the datapath in place (another process owns it now) and forget it.
+    pub fn release(mut self) {
+        self.undo.clear();
+    }
+
     /// Undo everything [`install`] changed, newest first. Idempotent.
     pub fn teardown(&mut self) {
         while let Some(undo) = self.undo.pop() {
@@ -540,6 +564,7 @@ impl Datapath {
                     Err(e) => tracing::warn!("teardown: {e}"),
                 }
             }
+            (self.on_change)(&self.undo);
         }
     }
 }
