@@ -28,8 +28,8 @@ impl Proxy {
     /// host, so that a second proxy in the host finds the first one's), plus `extra` options; returns once
     /// it is ready (listeners, datapath and control socket up).
     pub fn start(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
-        let control = net.path(&format!("{host}.sock"));
-        let state = net.path(&format!("{host}.state"));
+        let control = net.dir().join(format!("{host}.sock"));
+        let state = net.dir().join(format!("{host}.state"));
         let mut proc = net
             .cmd(host, [binaries::path("srv6pipes-proxy")?])
             .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", "eth0,eth1", "--workers", "2"])
