@@ -358,25 +358,18 @@ async fn run(
     };
     entry.set_state(FlowState::Closing);
     match result {
-        Ok(first) => {
+        Ok(()) => {
             tracing::debug!(
                 flow = entry.id,
                 up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed),
                 down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed),
                 "flow closed"
             );
-            // The leg we closed first is in TIME_WAIT now (or soon, once the FINs cross): remove it so
+            // A leg we closed first is in TIME_WAIT now (or once our FIN is acknowledged): remove it so
             // the client can reuse its port at once (see `timewait`).
-            let out_local = outbound.local_addr().ok().and_then(|a| v6(a).ok());
-            drop(inbound);
-            drop(outbound);
-            match first {
-                relay::FirstFin::ToClient => timewait::destroy(server, client),
-                relay::FirstFin::ToServer => {
-                    if let Some(local) = out_local {
-                        timewait::destroy(local, server);
-                    }
-                }
+            timewait::reap(&inbound, server, client);
+            if let Some(local) = outbound.local_addr().ok().and_then(|a| v6(a).ok()) {
+                timewait::reap(&outbound, local, server);
             }
             false
         }
