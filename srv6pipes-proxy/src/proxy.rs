@@ -17,7 +17,7 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::module::{ModuleError, Registry};
 use crate::state::{self, Record, StateError, StateFile};
 use crate::stats::FlowTable;
-use crate::{builtin, control, datapath, metrics};
+use crate::{builtin, control, datapath, metrics, relay, timewait};
 
 /// Why the proxy could not start, or stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +88,9 @@ pub enum RunError {
     },
 }
 
+/// Period of the release of pooled relay buffers and pipes left unused.
+const POOL_TRIM: Duration = Duration::from_secs(1);
+
 /// How long a stop waits for the flows' resets before it removes the datapath anyway.
 const STOP_BOUND: Duration = Duration::from_secs(3);
 
@@ -96,6 +99,9 @@ fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> i
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let l = tokio::net::TcpListener::from_std(listener)?;
+        timewait::prepare();
+        let live = shared.clone();
+        tokio::task::spawn_local(relay::trim_pools(POOL_TRIM, move || live.life.live()));
         let mut phase = shared.life.subscribe();
         // Kept to be closed when accept fails for want of descriptors, so that the flow can be refused.
         let mut spare = std::fs::File::open("/dev/null").ok();

@@ -111,9 +111,71 @@ impl Drop for Buf {
     }
 }
 
+/// Free buffers or pipes kept for reuse, at most [`POOL_KEEP`]; those that stayed unused for a whole
+/// trim period are released by [`trim_pools`], so an idle proxy goes back to its idle size.
+struct Pool<T> {
+    free: Vec<T>,
+    /// The fewest free items since the last trim: that many were not needed.
+    low: usize,
+}
+
+impl<T> Pool<T> {
+    const fn new() -> Pool<T> {
+        Pool { free: Vec::new(), low: 0 }
+    }
+
+    fn take(&mut self) -> Option<T> {
+        let t = self.free.pop();
+        self.low = self.low.min(self.free.len());
+        t
+    }
+
+    fn give(&mut self, t: T) {
+        if self.free.len() < POOL_KEEP {
+            self.free.push(t);
+        }
+    }
+
+    /// Release the items unused since the last trim.
+    fn trim(&mut self) {
+        let unused = self.low.min(self.free.len());
+        self.free.truncate(self.free.len() - unused);
+        self.low = self.free.len();
+    }
+}
+
 thread_local! {
     /// Free buffers of this worker, by size.
-    static BUFS: RefCell<Vec<(usize, Vec<Buf>)>> = const { RefCell::new(Vec::new()) };
+    static BUFS: RefCell<Vec<(usize, Pool<Buf>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Release, every `period`, the pooled buffers and pipes of this worker that stayed unused during the
+/// whole previous period, and, when `live` (this process's live flows) fell to half of what it was at
+/// the previous release or less, the memory the allocator keeps from the flows that ended. Runs for the
+/// worker's life.
+pub async fn trim_pools(period: std::time::Duration, live: impl Fn() -> u64) {
+    let mut high = 0;
+    loop {
+        tokio::time::sleep(period).await;
+        BUFS.with(|b| b.borrow_mut().iter_mut().for_each(|(_, p)| p.trim()));
+        PIPES.with(|p| p.borrow_mut().trim());
+        let now = live();
+        high = high.max(now);
+        if high >= 64 && now <= high / 2 {
+            release_free_memory();
+            high = now;
+        }
+    }
+}
+
+/// Give the allocator's free memory back to the system (glibc keeps the freed memory of ended flows in
+/// its arenas otherwise).
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// A direction's buffer, taken from the pool when first used and given back by `release`.
@@ -131,7 +193,7 @@ impl Lazy {
     fn get(&mut self) -> io::Result<&mut [u8]> {
         if self.buf.is_none() {
             let size = self.size;
-            let pooled = BUFS.with(|b| b.borrow_mut().iter_mut().find(|(s, _)| *s == size).and_then(|(_, v)| v.pop()));
+            let pooled = BUFS.with(|b| b.borrow_mut().iter_mut().find(|(s, _)| *s == size).and_then(|(_, p)| p.take()));
             self.buf = Some(match pooled {
                 Some(b) => b,
                 None => Buf::map(size)?,
@@ -146,9 +208,13 @@ impl Lazy {
             BUFS.with(|b| {
                 let mut b = b.borrow_mut();
                 match b.iter_mut().find(|(s, _)| *s == buf.len) {
-                    Some((_, v)) if v.len() < POOL_KEEP => v.push(buf),
-                    Some(_) => {}
-                    None => b.push((buf.len, vec![buf])),
+                    Some((_, p)) => p.give(buf),
+                    None => {
+                        let mut p = Pool::new();
+                        let size = buf.len;
+                        p.give(buf);
+                        b.push((size, p));
+                    }
                 }
             });
         }
@@ -169,12 +235,12 @@ struct Pipe {
 
 thread_local! {
     /// Empty pipes kept for reuse by this worker's flows.
-    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+    static PIPES: RefCell<Pool<Pipe>> = const { RefCell::new(Pool::new()) };
 }
 
 impl Pipe {
     fn get(size: usize) -> io::Result<Pipe> {
-        if let Some(p) = PIPES.with(|p| p.borrow_mut().pop()) {
+        if let Some(p) = PIPES.with(|p| p.borrow_mut().take()) {
             return Ok(p);
         }
         let mut fds = [0 as RawFd; 2];
@@ -191,12 +257,7 @@ impl Pipe {
 
     /// Give back a pipe known to be empty.
     fn put(self) {
-        PIPES.with(|p| {
-            let mut p = p.borrow_mut();
-            if p.len() < POOL_KEEP {
-                p.push(self);
-            }
-        });
+        PIPES.with(|p| p.borrow_mut().give(self));
     }
 }
 

@@ -40,6 +40,20 @@ fn open() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Open this thread's sock_diag socket now (a worker does at start), so that the proxy's descriptors do
+/// not grow with its first flow.
+pub fn prepare() {
+    NETLINK.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            match open() {
+                Ok(fd) => *cell = Some(fd),
+                Err(e) => tracing::debug!("sock_diag socket: {e}"),
+            }
+        }
+    });
+}
+
 /// The `SOCK_DESTROY` request for the TIME_WAIT socket `local ↔ remote`.
 fn request(local: SocketAddrV6, remote: SocketAddrV6, seq: u32) -> [u8; 72] {
     let mut m = [0u8; 72];

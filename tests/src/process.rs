@@ -310,6 +310,11 @@ impl Proc {
         waited.with_context(|| format!("`{}`\n--- stderr ---\n{}", self.command, self.stderr().trim_end()))
     }
 
+    /// The program's process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Send `signal` to the program itself (not its group), e.g. SIGTERM, SIGQUIT or SIGKILL.
     pub fn signal(&self, signal: i32) -> Result<()> {
         let child = self.child.as_ref().with_context(|| format!("`{}` was already stopped", self.command))?;

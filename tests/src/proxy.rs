@@ -99,6 +99,11 @@ impl Proxy {
         &self.state
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
     /// Send it `signal` (SIGTERM, SIGQUIT, SIGKILL…).
     pub fn signal(&self, signal: i32) -> Result<()> {
         self.proc.signal(signal)

@@ -838,3 +838,99 @@ fn metrics_endpoint_serves_the_counters_to_prometheus() {
         Ok(())
     });
 }
+
+/// Concurrent flows of the resource test, and the bytes each moves before it idles. Each flow takes two
+/// descriptors in each proxy: 10 000 flows need 20 000, which is this machine's hard limit of open files
+/// (that the tests cannot raise), so the test runs 4 000, within the proxy's default flow limit there.
+const IDLE_FLOWS: usize = 4_000;
+const IDLE_FLOW_BYTES: usize = 32 * 1024;
+const IDLE_PORT: u16 = 9100;
+
+/// A `/proc/PID/status` field in KiB (VmRSS, VmHWM).
+fn proc_kib(pid: u32, field: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(field)).with_context(|| format!("no {field} for {pid}"))?;
+    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+}
+
+/// Open descriptors of `pid`.
+fn fd_count(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// TIME_WAIT sockets in `host`'s namespace.
+fn time_wait(net: &Net, host: &str) -> Result<Vec<String>> {
+    let out = net.run(host, ["ss", "-H", "-tan", "state", "time-wait"])?;
+    Ok(out.stdout.lines().map(str::to_string).filter(|l| !l.trim().is_empty()).collect())
+}
+
+#[test]
+fn idle_flows_cost_a_few_kib_and_leave_nothing_behind() {
+    with_net("proxy-chain", "pxidle", |net| {
+        let c = Chain::start(net)?;
+        let sha = c.http.add_random_file("1m.bin", MIB)?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/idle_flows.py");
+        let script_s = script.display().to_string();
+        let server =
+            net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &IDLE_PORT.to_string()]).spawn()?;
+        wait_until("the idle-flows server", T, || Ok(server.stdout().contains("listening")))?;
+        c.download(XOR_CHAIN, "1m.bin", &sha)?;
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = c.p1.pid();
+        let (idle_rss, idle_fds) = (proc_kib(pid, "VmRSS:")?, fd_count(pid)?);
+
+        let until = net.path("close-now");
+        let (n, size) = (IDLE_FLOWS.to_string(), IDLE_FLOW_BYTES.to_string());
+        let port = IDLE_PORT.to_string();
+        let until_s = until.display().to_string();
+        let started = Instant::now();
+        let mut client = srv6run(
+            net,
+            XOR_CHAIN,
+            &["/usr/bin/python3", &script_s, "client", SERVER, &port, &n, &size, &until_s],
+        )?
+        .spawn()?;
+        client.wait_until("the flows to move their data", Duration::from_secs(300), |p| {
+            Ok(p.stdout().contains("moved"))
+        })?;
+        let moved_in = started.elapsed();
+        std::thread::sleep(Duration::from_secs(1));
+        let busy = c.p1.stats(net)?;
+        ensure!(busy.flows_active == IDLE_FLOWS as u64, "p1 holds {} flows, not {IDLE_FLOWS}", busy.flows_active);
+        let (rss, peak) = (proc_kib(pid, "VmRSS:")?, proc_kib(pid, "VmHWM:")?);
+        let per_flow = (rss.saturating_sub(idle_rss) * 1024) / IDLE_FLOWS as u64;
+        eprintln!(
+            "{IDLE_FLOWS} idle xor flows of {IDLE_FLOW_BYTES} bytes each (moved in {moved_in:?}): p1 RSS idle \
+             {idle_rss} KiB, with the flows idle {rss} KiB ({per_flow} bytes per flow), peak {peak} KiB, fds {}",
+            fd_count(pid)?
+        );
+        ensure!(per_flow <= 16 * 1024, "p1 holds {per_flow} bytes per idle flow");
+        // curl works while they idle.
+        c.download(XOR_CHAIN, "1m.bin", &sha)?;
+
+        std::fs::write(&until, "")?;
+        client.wait_until("the flows to close", T, |p| Ok(p.stdout().contains("closed")))?;
+        let out = client.wait(T)?;
+        ensure!(out.status.success(), "the client: {out}");
+        wait_until("the proxies to end the flows", T, || {
+            Ok(c.p1.stats(net)?.flows_active == 0 && c.p2.stats(net)?.flows_active == 0)
+        })?;
+        // Deferred TIME_WAIT removals retry for up to 6 s.
+        wait_until("no TIME_WAIT socket in the proxies", Duration::from_secs(10), || {
+            Ok(time_wait(net, "p1")?.is_empty() && time_wait(net, "p2")?.is_empty())
+        })
+        .with_context(|| format!("p1: {:?}\np2: {:?}", time_wait(net, "p1"), time_wait(net, "p2")))?;
+        // Pooled buffers left unused are released within two trim periods (2 s).
+        let near_idle = idle_rss + (rss - idle_rss) / 4;
+        let settled = wait_until("p1 to return near its idle size", Duration::from_secs(5), || {
+            Ok(proc_kib(pid, "VmRSS:")? <= near_idle && fd_count(pid)? == idle_fds)
+        });
+        let (after_rss, after_fds) = (proc_kib(pid, "VmRSS:")?, fd_count(pid)?);
+        eprintln!("after closing: p1 RSS {after_rss} KiB, fds {after_fds} (idle: {idle_rss} KiB, {idle_fds} fds)");
+        settled.with_context(|| format!("p1 RSS {after_rss} KiB (idle {idle_rss}, with flows {rss}), fds {after_fds}"))?;
+        let s1 = c.p1.stats(net)?;
+        ensure!(s1.refused == 0 && s1.flows_reset == 0, "{s1:?}");
+        c.download(XOR_CHAIN, "1m.bin", &sha)?;
+        Ok(())
+    });
+}
