@@ -11,6 +11,9 @@ Client side (through srv6run):
     Open N connections (in batches), ask each for SIZE bytes and check them; print "moved N" once all
     have their bytes, then hold them idle until UNTIL_FILE exists, close them all and print "closed N".
     Fails (exit 1) on a wrong byte, a closed connection or after 300 s.
+  idle_flows.py hold HOST PORT SECS
+    One connection: ask for 1000 bytes, read them, print "idle", then wait up to SECS for the connection
+    to end and print "reset", "eof" or "open".
 """
 import os
 import resource
@@ -139,11 +142,32 @@ def client(host, port, n, size, until):
     print(f"closed {n}", flush=True)
 
 
+def hold(host, port, secs):
+    s = socket.create_connection((host, port), timeout=10)
+    s.sendall(b"1000\n")
+    got = b""
+    while len(got) < 1000:
+        data = s.recv(1000 - len(got))
+        if not data:
+            sys.exit("closed before the data")
+        got += data
+    print("idle", flush=True)
+    s.settimeout(secs)
+    try:
+        print("eof" if not s.recv(1) else "data", flush=True)
+    except ConnectionResetError:
+        print("reset", flush=True)
+    except socket.timeout:
+        print("open", flush=True)
+
+
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
     elif len(sys.argv) == 7 and sys.argv[1] == "client":
         client(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    elif len(sys.argv) == 5 and sys.argv[1] == "hold":
+        hold(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         sys.exit(__doc__)
 

@@ -934,3 +934,40 @@ fn idle_flows_cost_a_few_kib_and_leave_nothing_behind() {
         Ok(())
     });
 }
+
+#[test]
+fn idle_timeout_and_flow_limit_reset_flows_and_are_counted() {
+    with_net("proxy-chain", "pxlimit", |net| {
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        let sha = http.add_random_file("1m.bin", MIB)?;
+        let p1 = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--max-flows", "2", "--idle-timeout", "1"])?;
+        let p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &[])?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/idle_flows.py");
+        let script_s = script.display().to_string();
+        let server =
+            net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &IDLE_PORT.to_string()]).spawn()?;
+        wait_until("the idle-flows server", T, || Ok(server.stdout().contains("listening")))?;
+        let port = IDLE_PORT.to_string();
+        let hold = |secs: &str| srv6run(net, XOR_CHAIN, &["/usr/bin/python3", &script_s, "hold", SERVER, &port, secs]);
+        // Two idle flows fill p1's limit: a third is refused at once.
+        let mut holders = vec![hold("10")?.spawn()?, hold("10")?.spawn()?];
+        for h in &mut holders {
+            h.wait_until("the flow to idle", T, |p| Ok(p.stdout().contains("idle")))?;
+        }
+        let started = Instant::now();
+        let o = curl_through(net, XOR_CHAIN, &format!("http://[{SERVER}]:{HTTP_PORT}/1m.bin"))?;
+        ensure!(!o.status.success() && started.elapsed() < PROMPT, "a flow over the limit: {o}");
+        ensure!(p1.stats(net)?.refused_limit == 1, "{:?}", p1.stats(net)?);
+        // Idle for a second or two, the flows are reset (both legs: p2 drops them too).
+        for h in holders {
+            let out = h.wait(T)?;
+            ensure!(out.status.success() && out.stdout.contains("reset"), "an idle flow: {out}");
+        }
+        let s1 = p1.stats(net)?;
+        ensure!(s1.idle_timeouts == 2 && s1.flows_active == 0, "{s1:?}");
+        wait_until("p2 to drop the flows", PROMPT, || Ok(p2.flows(net)?.is_empty()))?;
+        // Below the limit again, flows are served.
+        download(net, XOR_CHAIN, "1m.bin", &sha)?;
+        Ok(())
+    });
+}
