@@ -201,7 +201,9 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
     let id = shared.flows.next_id();
     keepalive(SockRef::from(&stream));
     let admitted = shared.life.admit().map_err(Refusal::from);
-    match admitted.and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release())) {
+    match admitted
+        .and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release()))
+    {
         Ok((route, func, inst)) => {
             let entry = shared.flows.insert(
                 id,

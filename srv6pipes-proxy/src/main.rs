@@ -42,7 +42,7 @@ enum Cmd {
         #[arg(long)]
         teardown: bool,
         #[command(flatten)]
-        proxy: ProxyArgs,
+        proxy: Box<ProxyArgs>,
     },
     /// Talk to a running proxy through its control socket.
     Ctl {
@@ -200,7 +200,11 @@ fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             println!("unloaded {} ({} flow(s) still using it)", r.module, r.flows_still_using)
         }),
         CtlCmd::Drain { .. } => reply(&line, raw, |r: DrainReply| {
-            println!("draining: {} flow(s) open, reset in {:.1}s at the latest", r.flows_active, r.deadline_ms as f64 / 1000.0)
+            println!(
+                "draining: {} flow(s) open, reset in {:.1}s at the latest",
+                r.flows_active,
+                r.deadline_ms as f64 / 1000.0
+            )
         }),
         CtlCmd::Version => reply(&line, raw, |r: VersionReply| {
             println!("srv6pipes-proxy {} (module ABI {})", r.version, r.abi_version)
@@ -240,11 +244,14 @@ fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
     if state::alive(rec.pid) {
         anyhow::bail!("process {} owns this datapath; stop it (SIGTERM) instead", rec.pid);
     }
-    datapath::Datapath::adopt(rec.undo, Box::new(move |undo| {
-        if let Err(e) = file.store(&state::Record { pid: std::process::id(), undo: undo.to_vec() }) {
-            tracing::warn!("{e}");
-        }
-    }))
+    datapath::Datapath::adopt(
+        rec.undo,
+        Box::new(move |undo| {
+            if let Err(e) = file.store(&state::Record { pid: std::process::id(), undo: undo.to_vec() }) {
+                tracing::warn!("{e}");
+            }
+        }),
+    )
     .teardown();
     Ok(ExitCode::SUCCESS)
 }

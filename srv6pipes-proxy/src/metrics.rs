@@ -103,9 +103,7 @@ async fn answer(mut s: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let (method, path) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     let (status, ctype, body) = match (method, path) {
-        (b"GET", b"/metrics") => {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&shared.flows.stats()))
-        }
+        (b"GET", b"/metrics") => ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(&shared.flows.stats())),
         (b"GET", _) => ("404 Not Found", "text/plain", "not found: try /metrics\n".to_string()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
     };

@@ -822,9 +822,10 @@ fn metrics_endpoint_serves_the_counters_to_prometheus() {
             .run()?;
         let text = std::fs::read_to_string(&page)?;
         // Prometheus's own checker (Debian's `prometheus` package), then our strict reading.
-        let lint = srv6pipes_tests::Cmd::new(["sh", "-c", "promtool check metrics < \"$0\"", &page.display().to_string()])
-            .timeout(T)
-            .output()?;
+        let lint =
+            srv6pipes_tests::Cmd::new(["sh", "-c", "promtool check metrics < \"$0\"", &page.display().to_string()])
+                .timeout(T)
+                .output()?;
         ensure!(lint.status.success() && lint.stdout.trim().is_empty(), "promtool check metrics: {lint}\n{text}");
         let samples = parse_prometheus(&text)?;
         let get = |s: &str| samples.iter().find(|(n, _)| n == s).map(|(_, v)| *v as u64);
@@ -884,12 +885,9 @@ fn idle_flows_cost_a_few_kib_and_leave_nothing_behind() {
         let port = IDLE_PORT.to_string();
         let until_s = until.display().to_string();
         let started = Instant::now();
-        let mut client = srv6run(
-            net,
-            XOR_CHAIN,
-            &["/usr/bin/python3", &script_s, "client", SERVER, &port, &n, &size, &until_s],
-        )?
-        .spawn()?;
+        let mut client =
+            srv6run(net, XOR_CHAIN, &["/usr/bin/python3", &script_s, "client", SERVER, &port, &n, &size, &until_s])?
+                .spawn()?;
         client.wait_until("the flows to move their data", Duration::from_secs(300), |p| {
             Ok(p.stdout().contains("moved"))
         })?;
@@ -927,7 +925,8 @@ fn idle_flows_cost_a_few_kib_and_leave_nothing_behind() {
         });
         let (after_rss, after_fds) = (proc_kib(pid, "VmRSS:")?, fd_count(pid)?);
         eprintln!("after closing: p1 RSS {after_rss} KiB, fds {after_fds} (idle: {idle_rss} KiB, {idle_fds} fds)");
-        settled.with_context(|| format!("p1 RSS {after_rss} KiB (idle {idle_rss}, with flows {rss}), fds {after_fds}"))?;
+        settled
+            .with_context(|| format!("p1 RSS {after_rss} KiB (idle {idle_rss}, with flows {rss}), fds {after_fds}"))?;
         let s1 = c.p1.stats(net)?;
         ensure!(s1.refused == 0 && s1.flows_reset == 0, "{s1:?}");
         c.download(XOR_CHAIN, "1m.bin", &sha)?;
