@@ -395,9 +395,18 @@ impl DatapathConfig {
                 Step::IptablesChain { chain: self.nft_table.to_uppercase(), rules: self.iptables_rules() }
             }
         });
+        // A listener closed by a proxy handing over to its successor (`--takeover`) passes the connections
+        // in its accept queue to the successor's listeners of the same SO_REUSEPORT group instead of
+        // resetting them (Linux 5.14 and later; older kernels lack the sysctl and only risk that race).
+        if std::path::Path::new(&sysctl_path(MIGRATE_REQ)).exists() {
+            steps.push(Step::Sysctl { key: MIGRATE_REQ.into(), value: "1".into() });
+        }
         Ok(steps)
     }
 }
+
+/// The sysctl that migrates a closed listener's pending connections within its SO_REUSEPORT group.
+const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
 
 fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
@@ -608,7 +617,11 @@ mod tests {
             "ip6 daddr fc00:f1::/80 tcp flags & (syn | ack) == syn tproxy to :5001 meta mark set 0x1 accept"
         ));
         assert!(text[5].contains("meta l4proto tcp socket transparent 1 meta mark set 0x1 accept"));
-        assert_eq!(text.len(), 6);
+        let migrate = std::path::Path::new(&sysctl_path(MIGRATE_REQ)).exists();
+        assert_eq!(text.len(), 6 + usize::from(migrate));
+        if migrate {
+            assert_eq!(text[6], "sysctl -w net.ipv4.tcp_migrate_req=1");
+        }
         // Removal mirrors installation, step by step (sysctls are restored to what install found).
         let undo: Vec<String> = commands(&steps, Step::remove).into_iter().rev().collect();
         assert_eq!(
@@ -628,7 +641,10 @@ mod tests {
         assert!(text.iter().any(|l| l
             == "ip6tables -w -t mangle -A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 \
                 --tproxy-mark 1/1"));
-        assert_eq!(text.last().unwrap(), "ip6tables -w -t mangle -I PREROUTING -j SRV6PIPES");
+        // The jump to the chain comes last in the chain's step, once the chain is complete.
+        let jump = text.iter().position(|l| l == "ip6tables -w -t mangle -I PREROUTING -j SRV6PIPES").unwrap();
+        assert!(text[jump - 1].contains("-A SRV6PIPES"), "{text:?}");
+        assert!(text[jump + 1..].iter().all(|l| l.starts_with("sysctl")), "{text:?}");
         assert_eq!(commands(&steps, Step::remove).first().unwrap(), "ip -6 rule del fwmark 1 lookup 100 pref 100");
         assert_eq!(commands(&steps, Step::remove).last().unwrap(), "ip6tables -w -t mangle -X SRV6PIPES");
         let mut c = cfg();

@@ -449,6 +449,7 @@ fn snapshot(net: &Net, host: &str) -> Result<String> {
             "net.ipv6.conf.all.seg6_enabled",
             "net.ipv6.conf.eth0.seg6_enabled",
             "net.ipv6.conf.eth1.seg6_enabled",
+            "net.ipv4.tcp_migrate_req",
         ],
     ] {
         let out = net.run(host, argv)?;
