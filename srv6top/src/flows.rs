@@ -389,9 +389,7 @@ impl FlowTable {
         let down = FlowKey { proto, client: there, server: here };
         let (key, dir) = if self.flows.contains_key(&up) {
             (up, Direction::Up)
-        } else if self.flows.contains_key(&down) {
-            (down, Direction::Down)
-        } else if server_sent(proto, flags, sport, dport) {
+        } else if self.flows.contains_key(&down) || server_sent(proto, flags, sport, dport) {
             (down, Direction::Down)
         } else {
             (up, Direction::Up)
