@@ -123,7 +123,7 @@ fn drain(app: &mut App, feed: &Feed, budget: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < budget {
         match feed.events.try_recv() {
-            Ok(Event::Frame(f)) => app.table.observe(f),
+            Ok(Event::Frames(frames)) => frames.into_iter().for_each(|f| app.table.observe(f)),
             Ok(Event::Ended(r)) => {
                 app.ended = Some(match r {
                     Ok(()) => String::from("end of file"),
