@@ -65,6 +65,16 @@ impl Feed {
         self.kernel_dropped.load(Ordering::Relaxed)
     }
 
+    /// Stop capturing and wait for the live capture threads; what they captured stays in `events`, so that a
+    /// report covers exactly what `-w` wrote. Only for live captures or a file read to its end: a file reader
+    /// blocked on a full channel would never finish.
+    pub fn stop_capture(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
     /// Stop the capture threads and wait for them (the pcap file being written is complete after this).
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
@@ -271,6 +281,10 @@ fn capture_loop(mut c: Interface, shared: &Shared) {
                 let _ = save.flush();
             }
         }
+    }
+    let n = batch.len() as u64;
+    if n > 0 && shared.tx.try_send(Event::Frames(batch)).is_err() {
+        shared.dropped.fetch_add(n, Ordering::Relaxed);
     }
     if let Some(save) = &mut c.save {
         let _ = save.flush();
