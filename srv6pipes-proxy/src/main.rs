@@ -31,8 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Show the datapath commands (sysctls, ip rule/route, nftables), or remove what a proxy that is gone
-    /// left (`--teardown`).
+    /// Print the datapath commands, or remove a crashed proxy's datapath (--teardown).
     Setup {
         /// Print the commands instead of applying anything.
         #[arg(long)]
