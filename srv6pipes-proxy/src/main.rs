@@ -240,18 +240,13 @@ fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::FAILURE);
     };
+    if !rec.here() {
+        anyhow::bail!("{} describes another network namespace: run this there", cfg.state.display());
+    }
     if state::alive(rec.pid) {
         anyhow::bail!("process {} owns this datapath; stop it (SIGTERM) instead", rec.pid);
     }
-    datapath::Datapath::adopt(
-        rec.undo,
-        Box::new(move |undo| {
-            if let Err(e) = file.store(&state::Record { pid: std::process::id(), undo: undo.to_vec() }) {
-                tracing::warn!("{e}");
-            }
-        }),
-    )
-    .teardown();
+    datapath::Datapath::adopt(rec.undo, file.recorder()).teardown();
     Ok(ExitCode::SUCCESS)
 }
 

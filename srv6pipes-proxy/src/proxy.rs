@@ -15,7 +15,7 @@ use crate::datapath::{Datapath, DatapathError};
 use crate::flow::{self, Shared};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::module::{ModuleError, Registry};
-use crate::state::{self, Record, StateError, StateFile};
+use crate::state::{self, StateError, StateFile};
 use crate::stats::FlowTable;
 use crate::{builtin, control, datapath, metrics, relay, timewait};
 
@@ -59,6 +59,14 @@ pub enum RunError {
     /// Another live proxy owns the datapath of the state file.
     #[error("process {pid} owns the datapath recorded in {}: stop it, or start with --takeover", path.display())]
     Owned {
+        /// Its pid.
+        pid: u32,
+        /// The state file.
+        path: PathBuf,
+    },
+    /// A live proxy of another network namespace uses the state file.
+    #[error("process {pid} of another network namespace uses the state file {}: give --state", path.display())]
+    OtherNamespace {
         /// Its pid.
         pid: u32,
         /// The state file.
@@ -167,27 +175,27 @@ pub fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     rt.block_on(run_main(cfg, nofile.saturating_sub(64) / 4))
 }
 
-/// Record the datapath's undo list in `file` under our pid (a failure is logged: the proxy runs on).
-fn recorder(file: StateFile) -> datapath::OnChange {
-    Box::new(move |undo| {
-        if let Err(e) = file.store(&Record { pid: std::process::id(), undo: undo.to_vec() }) {
-            tracing::warn!("{e}");
-        }
-    })
-}
-
 /// Set up the datapath as the state file says: adopt a live owner's (takeover), remove a dead one's
 /// leftovers, then install.
 fn datapath_from_state(cfg: &ProxyConfig) -> Result<(Datapath, Option<u32>), RunError> {
     let file = StateFile::new(&cfg.state);
-    let previous = file.load()?;
+    let previous = match file.load()? {
+        Some(rec) if !rec.here() => {
+            if state::alive(rec.pid) {
+                return Err(RunError::OtherNamespace { pid: rec.pid, path: cfg.state.clone() });
+            }
+            tracing::warn!(pid = rec.pid, "the state file describes another network namespace: ignored");
+            None
+        }
+        other => other,
+    };
     match previous {
         Some(rec) if state::alive(rec.pid) => {
             if !cfg.takeover {
                 return Err(RunError::Owned { pid: rec.pid, path: cfg.state.clone() });
             }
             tracing::info!(pid = rec.pid, "taking over the datapath of the running proxy");
-            Ok((Datapath::adopt(rec.undo, recorder(file)), Some(rec.pid)))
+            Ok((Datapath::adopt(rec.undo, file.recorder()), Some(rec.pid)))
         }
         _ if cfg.takeover => Err(RunError::NothingToTakeOver(cfg.state.clone())),
         Some(rec) => {
@@ -196,10 +204,10 @@ fn datapath_from_state(cfg: &ProxyConfig) -> Result<(Datapath, Option<u32>), Run
                 state = %cfg.state.display(),
                 "a proxy that is gone left its datapath: removing its leftovers"
             );
-            Datapath::adopt(rec.undo, recorder(file.clone())).teardown();
-            Ok((datapath::install(&cfg.datapath, recorder(file))?, None))
+            Datapath::adopt(rec.undo, file.clone().recorder()).teardown();
+            Ok((datapath::install(&cfg.datapath, file.recorder())?, None))
         }
-        None => Ok((datapath::install(&cfg.datapath, recorder(file))?, None)),
+        None => Ok((datapath::install(&cfg.datapath, file.recorder())?, None)),
     }
 }
 

@@ -14,15 +14,37 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::Command;
+use crate::datapath::{Command, OnChange};
 
 /// The file's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The process owning the datapath.
     pub pid: u32,
+    /// Its network namespace (inode of `/proc/self/ns/net`): the datapath is there, and a record of
+    /// another namespace (a state path shared by proxies in several namespaces) is not ours to undo.
+    #[serde(default)]
+    pub netns: Option<u64>,
     /// The undo of each installed step, oldest first (applied newest first).
     pub undo: Vec<Vec<Command>>,
+}
+
+impl Record {
+    /// This process's record of `undo`.
+    pub fn ours(undo: Vec<Vec<Command>>) -> Record {
+        Record { pid: std::process::id(), netns: current_netns(), undo }
+    }
+
+    /// Whether it describes this process's network namespace (a record without one is taken as such).
+    pub fn here(&self) -> bool {
+        self.netns.is_none() || self.netns == current_netns()
+    }
+}
+
+/// The inode of this process's network namespace.
+pub fn current_netns() -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 
 /// Why the state file cannot be used.
@@ -103,6 +125,15 @@ impl StateFile {
         }
     }
 
+    /// A [`crate::datapath::Datapath`] hook that records its undo list here under this process.
+    pub fn recorder(self) -> OnChange {
+        Box::new(move |undo| {
+            if let Err(e) = self.store(&Record::ours(undo.to_vec())) {
+                tracing::warn!("{e}");
+            }
+        })
+    }
+
     /// The owner recorded now, if any (an unreadable file counts as no owner).
     pub fn owner(&self) -> Option<u32> {
         self.load().ok().flatten().map(|r| r.pid)
@@ -130,6 +161,7 @@ mod tests {
         assert_eq!(f.load().unwrap(), None);
         let rec = Record {
             pid: 42,
+            netns: current_netns(),
             undo: vec![
                 vec![Command::Sysctl { key: "net.ipv6.conf.all.forwarding".into(), value: "0".into() }],
                 vec![Command::Run { argv: vec!["nft".into(), "delete".into()], stdin: None }, Command::DropEmptyMangle],
@@ -138,6 +170,7 @@ mod tests {
         f.store(&rec).unwrap();
         assert_eq!(f.load().unwrap(), Some(rec.clone()));
         assert_eq!(f.owner(), Some(42));
+        assert!(rec.here() && !Record { netns: Some(1), ..rec.clone() }.here());
         f.store(&Record { undo: vec![], ..rec }).unwrap();
         assert!(!f.path().exists());
         std::fs::write(f.path(), "{not json").unwrap();
