@@ -339,10 +339,14 @@ async fn run(
     let outbound = match connected {
         Ok(s) => s,
         Err(e) => {
-            shared.flows.counters.connect_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Out of descriptors for the outbound leg: a refusal at the limit, not a failure of the next hop.
+            let c = &shared.flows.counters;
+            let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+            if out_of_fds { &c.refused_limit } else { &c.connect_failed }
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             static LIMIT: LogLimit = LogLimit::new(20);
             if let Some(suppressed) = LIMIT.allow() {
-                tracing::warn!(flow = entry.id, %client, %server, suppressed, "next hop unreachable, resetting the client: {e}");
+                tracing::warn!(flow = entry.id, %client, %server, suppressed, "outbound leg failed (next hop unreachable?), resetting the client: {e}");
             }
             reset(&inbound);
             return true;

@@ -121,18 +121,29 @@ fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> i
                     Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) && spare.is_some() => {
                         // Out of descriptors: free one, take the connection and reset it, rather than
                         // leaving the client waiting in the queue.
+                        // (accept fails before it looks at the queue: it may be empty, so never wait here.)
                         drop(spare.take());
-                        if let Ok((s, _)) = l.accept().await {
-                            flow::reset(&s);
-                            shared.flows.counters.refused_limit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let once = std::future::poll_fn(|cx| std::task::Poll::Ready(l.poll_accept(cx))).await;
+                        match once {
+                            std::task::Poll::Ready(Ok((s, _))) => {
+                                flow::reset(&s);
+                                shared.flows.counters.refused_limit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::warn!(worker = idx, "accept: {e}: flow refused");
+                            }
+                            // Another thread took the descriptor: do not spin.
+                            std::task::Poll::Ready(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                            // Nothing queued: the readiness is cleared, the next accept waits.
+                            std::task::Poll::Pending => {}
                         }
-                        tracing::warn!(worker = idx, "accept: {e}: flow refused");
                         spare = std::fs::File::open("/dev/null").ok();
                     }
                     Err(e) => {
                         // ENOBUFS, or no spare descriptor: back off instead of spinning; the kernel keeps the queue.
                         tracing::warn!(worker = idx, "accept: {e}");
                         tokio::time::sleep(Duration::from_millis(50)).await;
+                        if spare.is_none() {
+                            spare = std::fs::File::open("/dev/null").ok();
+                        }
                     }
                 },
                 _ = phase.wait_for(closing) => break,

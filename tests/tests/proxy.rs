@@ -971,3 +971,46 @@ fn idle_timeout_and_flow_limit_reset_flows_and_are_counted() {
         Ok(())
     });
 }
+
+#[test]
+fn at_the_descriptor_limit_flows_are_reset_and_counted() {
+    with_net("proxy-chain", "pxfds", |net| {
+        let c = Chain::start(net)?;
+        let sha = c.http.add_random_file("1m.bin", MIB)?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/idle_flows.py");
+        let script_s = script.display().to_string();
+        let server =
+            net.cmd("server", ["/usr/bin/python3"]).arg(&script).args(["serve", &IDLE_PORT.to_string()]).spawn()?;
+        wait_until("the idle-flows server", T, || Ok(server.stdout().contains("listening")))?;
+        // 64 descriptors for p1: room for a score of flows (two sockets each), far below its flow limit.
+        let pid = c.p1.pid().to_string();
+        srv6pipes_tests::Cmd::new(["prlimit", "--pid", &pid, "--nofile=64:64"]).timeout(T).run()?;
+        let until = net.path("never");
+        let until_s = until.display().to_string();
+        let port = IDLE_PORT.to_string();
+        let started = Instant::now();
+        let out =
+            srv6run(net, XOR_CHAIN, &["/usr/bin/python3", &script_s, "client", SERVER, &port, "60", "1000", &until_s])?
+                .timeout(T)
+                .output()?;
+        ensure!(!out.status.success(), "60 flows through a proxy with 64 descriptors: {out}");
+        ensure!(started.elapsed() < Duration::from_secs(10), "the refusal took {:?}: {out}", started.elapsed());
+        let s1 = c.p1.stats(net)?;
+        ensure!(s1.refused_limit >= 1 && s1.connect_failed == 0, "p1 did not count the refusal: {s1:?}");
+        ensure!(s1.accepted >= 10, "p1 accepted only {} flows", s1.accepted);
+        // Once the client's flows are gone, the proxy serves again.
+        // Once the client's flows are gone, including those still queued on p1's listeners when the client
+        // gave up (accepted, then ended, one by one), the proxy serves again.
+        wait_until("p1 to work through its listen queues", T, || {
+            let queued: u64 = net
+                .run("p1", ["ss", "-Hltn", "sport = :5001"])?
+                .stdout
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum();
+            Ok(queued == 0 && c.p1.stats(net)?.flows_active == 0)
+        })?;
+        c.download(XOR_CHAIN, "1m.bin", &sha)?;
+        Ok(())
+    });
+}
