@@ -14,6 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::flow::Shared;
+use crate::lifecycle::Phase;
 
 /// The Prometheus kind of a metric.
 #[derive(Clone, Copy)]
@@ -65,10 +66,28 @@ pub fn render(s: &Stats) -> String {
     out
 }
 
-/// Serve `GET /metrics` forever.
+/// The endpoint's listener, in a SO_REUSEPORT group so that a successor (`--takeover`) can bind the same
+/// address while this proxy still serves it.
+pub fn listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    s.listen(128)?;
+    s.set_nonblocking(true)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Serve `GET /metrics` until the proxy hands over to a successor (which serves it then) or stops.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let mut phase = shared.life.subscribe();
+    let over = |p: &Phase| matches!(p, Phase::Stopping | Phase::Draining { handover: true, .. });
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = phase.wait_for(over) => return,
+        };
+        match accepted {
             Ok((s, _)) => {
                 let shared = shared.clone();
                 tokio::spawn(async move {

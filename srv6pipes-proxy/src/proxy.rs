@@ -263,9 +263,7 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
         listeners.push(flow::listener(port, cfg.backlog).map_err(|source| RunError::Listener { port, source })?);
     }
     let metrics = match cfg.metrics {
-        Some(addr) => {
-            Some(tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Metrics { addr, source })?)
-        }
+        Some(addr) => Some(metrics::listener(addr).map_err(|source| RunError::Metrics { addr, source })?),
         None => None,
     };
     let (mut dp, previous_owner) = if cfg.setup {

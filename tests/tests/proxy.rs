@@ -736,7 +736,10 @@ fn a_crashed_proxys_datapath_is_adopted_or_removed_by_hand() {
 fn takeover_restarts_without_dropping_flows() {
     with_net("proxy-chain", "pxtake", |net| {
         let before = snapshot(net, "p1")?;
-        let Chain { http, p1: old, p2: _p2, .. } = Chain::start(net)?;
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        let metrics = ["--metrics", "[::1]:9101"];
+        let old = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &metrics)?;
+        let _p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &[])?;
         let sha = http.add_random_file("30m.bin", 30 * MIB)?;
         let small = http.add_random_file("1m.bin", MIB)?;
         let out = net.path("long");
@@ -745,13 +748,20 @@ fn takeover_restarts_without_dropping_flows() {
         let mut xfer = srv6run(net, XOR_CHAIN, &argv)?.timeout(BIG_T).spawn()?;
         wait_until("the download to move bytes", T, || Ok(old.flows(net)?.iter().any(|f| f.bytes_down > 0)))?;
         // New flows during the handover go to the new process; the old one keeps its download.
-        let new = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--takeover"])?;
+        let new = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--takeover", metrics[0], metrics[1]])?;
         let mut served = 0;
         for _ in 0..3 {
             download(net, XOR_CHAIN, "1m.bin", &small)?;
             served += 1;
         }
         ensure!(new.stats(net)?.accepted == served, "the new proxy: {:?}", new.stats(net)?);
+        // The metrics endpoint is the new proxy's now.
+        let page = net
+            .cmd("p1", ["curl", "-sS", "-g", "--fail", "--max-time", "10", "http://[::1]:9101/metrics"])
+            .timeout(T)
+            .run()?;
+        let want = format!("\nsrv6pipes_proxy_flows_accepted_total {served}\n");
+        ensure!(page.stdout.contains(&want), "metrics after the takeover:\n{}", page.stdout);
         wait_until("the long download to finish", BIG_T, || Ok(xfer.ensure_running().is_err()))?;
         let done = xfer.stop()?;
         ensure!(done.status.success(), "the download across the restart failed: {done}");
