@@ -273,6 +273,17 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 impl ProxyArgs {
+    /// The state file's path (flag over config file over default), without the rest of the settings:
+    /// removing a crashed run's datapath needs nothing else.
+    pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
+        let file = match (&self.state, &self.config) {
+            (Some(p), _) => return Ok(p.clone()),
+            (None, Some(c)) => read_file(c)?.state,
+            (None, None) => None,
+        };
+        Ok(file.unwrap_or_else(|| DEFAULT_STATE.into()))
+    }
+
     /// Merge flags over the config file over defaults.
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = match &self.config {
@@ -370,6 +381,11 @@ mod tests {
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
         assert!(!c.flow.relay.splice);
+        assert_eq!(args.state_path().unwrap(), PathBuf::from(DEFAULT_STATE));
+        std::fs::write(&f, "state = \"/tmp/x.state\"\n").unwrap();
+        assert_eq!(args.state_path().unwrap(), PathBuf::from("/tmp/x.state"));
+        let flag = ProxyArgs { state: Some("/y".into()), ..args.clone() };
+        assert_eq!(flag.state_path().unwrap(), PathBuf::from("/y"));
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(&dir).unwrap();

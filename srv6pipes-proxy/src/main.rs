@@ -231,17 +231,17 @@ fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
 /// `setup --teardown`: apply the undo recorded in the state file (sysctls back to the values found before
 /// the proxy started), then remove the file. Refused while the recorded proxy runs.
 fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
-    let cfg = proxy.resolve().context("configuration")?;
-    let file = StateFile::new(&cfg.state);
+    let path = proxy.state_path().context("configuration")?;
+    let file = StateFile::new(&path);
     let Some(rec) = file.load()? else {
         eprintln!(
             "srv6pipes-proxy: nothing recorded in {}; `setup --print --teardown` shows the removal commands",
-            cfg.state.display()
+            path.display()
         );
         return Ok(ExitCode::FAILURE);
     };
     if !rec.here() {
-        anyhow::bail!("{} describes another network namespace: run this there", cfg.state.display());
+        anyhow::bail!("{} describes another network namespace: run this there", path.display());
     }
     if state::alive(rec.pid) {
         anyhow::bail!("process {} owns this datapath; stop it (SIGTERM) instead", rec.pid);

@@ -724,8 +724,7 @@ fn a_crashed_proxys_datapath_is_adopted_or_removed_by_hand() {
         let _ = p.wait(T)?;
         let state_s = state.display().to_string();
         let bin = proxy_bin()?.display().to_string();
-        let args = ["setup", "--teardown", "--prefix", "fc00:f1::/80", "--port", "5001", "--state", &state_s];
-        net.cmd("p1", [bin.as_str()]).args(args).timeout(T).run()?;
+        net.cmd("p1", [bin.as_str()]).args(["setup", "--teardown", "--state", &state_s]).timeout(T).run()?;
         ensure!(snapshot(net, "p1")? == before, "setup --teardown left:\n{}", snapshot(net, "p1")?);
         ensure!(!state.exists(), "setup --teardown left the state file");
         Ok(())
