@@ -103,6 +103,16 @@ pub enum Error {
         /// Bytes in the buffer.
         available: usize,
     },
+    /// A return-path waypoint that no reply may be sent to.
+    #[error("return-path waypoint {index} ({addr}) is not a unicast address a reply may visit: {reason}")]
+    ReturnPathAddress {
+        /// Index of the waypoint in the TLV (SRH order).
+        index: usize,
+        /// The waypoint.
+        addr: std::net::Ipv6Addr,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A SID layout or value that does not fit 128 bits.
     #[error("SID layout: {0}")]
     SidLayout(String),
