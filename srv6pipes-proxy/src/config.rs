@@ -20,12 +20,15 @@
 //! pipe_size = 262144
 //! keep_client_port = true
 //! backlog = 4096
+//! reply_path = false               # as --reply-path
+//! reply_mss = 1200
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
 use serde::Deserialize;
@@ -88,6 +91,15 @@ pub struct ProxyArgs {
     /// Copy untransformed directions through user space instead of splice(2).
     #[arg(long)]
     pub no_splice: bool,
+    /// Honour the return path off the routed path: client-facing sockets send with the SRH of the
+    /// return-path TLV (the waypoints after this proxy's SID), their MSS is clamped, and the last proxy
+    /// passes the TLV on to the server.
+    #[arg(long)]
+    pub reply_path: bool,
+    /// With --reply-path: MSS of accepted flows (TCP_MAXSEG on the listeners); 1440 minus it is the longest
+    /// reply SRH accepted [default: 1200].
+    #[arg(long, value_name = "BYTES", requires = "reply_path")]
+    pub reply_mss: Option<u16>,
 }
 
 /// Why the settings are not usable.
@@ -132,6 +144,9 @@ pub enum ConfigError {
     /// Buffer size out of range.
     #[error("buffer size must be 1 KiB to 64 MiB")]
     BufferSize,
+    /// Reply MSS out of range.
+    #[error("reply MSS must be 536 to 1440")]
+    ReplyMss,
 }
 
 /// The TOML file (keys as in the module's example; flags override them).
@@ -176,6 +191,10 @@ pub struct FileConfig {
     pub keep_client_port: Option<bool>,
     /// Listen backlog [default: 4096].
     pub backlog: Option<i32>,
+    /// As `--reply-path`.
+    pub reply_path: Option<bool>,
+    /// As `--reply-mss`.
+    pub reply_mss: Option<u16>,
 }
 
 /// Resolved settings.
@@ -249,6 +268,13 @@ impl ProxyArgs {
         if !(1024..=64 << 20).contains(&buffer_size) {
             return Err(ConfigError::BufferSize);
         }
+        let reply = (self.reply_path || file.reply_path.unwrap_or(false))
+            .then(|| self.reply_mss.or(file.reply_mss).unwrap_or(libsrv6sock::reply::DEFAULT_MSS))
+            .map(|mss| match mss {
+                536..=1440 => Ok(ReplyPolicy { allow: Vec::new(), mss }),
+                _ => Err(ConfigError::ReplyMss),
+            })
+            .transpose()?;
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());
         Ok(ProxyConfig {
@@ -274,6 +300,7 @@ impl ProxyArgs {
                     splice: !self.no_splice && file.splice.unwrap_or(true),
                     pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 },
+                reply,
             },
             workers,
             control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),

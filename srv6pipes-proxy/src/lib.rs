@@ -19,5 +19,6 @@ pub mod flow;
 pub mod module;
 pub mod proxy;
 pub mod relay;
+pub mod retpath;
 pub mod stats;
 pub mod timewait;

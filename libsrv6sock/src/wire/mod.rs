@@ -18,4 +18,4 @@ pub mod srh;
 pub mod tlv;
 
 mod error;
-pub use error::Error;
+pub use error::{Error, WaypointFault};

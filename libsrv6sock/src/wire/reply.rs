@@ -14,7 +14,7 @@ use std::net::Ipv6Addr;
 
 use super::srh::{Srh, FIXED_LEN, NEXT_HEADER_NONE, ROUTING_TYPE_SRH};
 use super::tlv::TYPE_RETURN_PATH;
-use super::Error;
+use super::{Error, WaypointFault};
 
 /// Bytes before the addresses in the TLV value (reserved).
 const RESERVED: usize = 2;
@@ -84,19 +84,20 @@ impl<'a> ReturnPath<'a> {
     fn validate(&self) -> Result<(), Error> {
         for (index, addr) in self.iter().enumerate() {
             let reason = if addr.is_unspecified() {
-                "unspecified"
+                WaypointFault::Unspecified
             } else if addr.is_loopback() {
-                "loopback"
+                WaypointFault::Loopback
             } else if addr.is_multicast() {
-                "multicast"
+                WaypointFault::Multicast
             } else if addr.segments()[0] & 0xffc0 == 0xfe80 {
-                "link-local"
+                WaypointFault::LinkLocal
             } else if addr.to_ipv4_mapped().is_some() {
-                "IPv4-mapped"
+                WaypointFault::V4Mapped
             } else {
                 continue;
             };
-            return Err(Error::ReturnPathAddress { index, addr, reason });
+            // At most MAX_WAYPOINTS (15) waypoints: the index fits.
+            return Err(Error::ReturnPathAddress { index: index as u8, addr, reason });
         }
         Ok(())
     }
@@ -181,11 +182,11 @@ mod tests {
         assert_eq!(ReturnPath::find(&none), Ok(None));
         assert!(matches!(ReturnPath::find(&none[..7]), Err(Error::Truncated { .. })));
         for (bad, reason) in [
-            ("::", "unspecified"),
-            ("::1", "loopback"),
-            ("ff02::1", "multicast"),
-            ("fe80::1", "link-local"),
-            ("::ffff:10.0.0.1", "IPv4-mapped"),
+            ("::", WaypointFault::Unspecified),
+            ("::1", WaypointFault::Loopback),
+            ("ff02::1", WaypointFault::Multicast),
+            ("fe80::1", WaypointFault::LinkLocal),
+            ("::ffff:10.0.0.1", WaypointFault::V4Mapped),
         ] {
             let bytes = syn(vec![a("fc00:f1::1"), a(bad)]);
             assert_eq!(
