@@ -26,10 +26,15 @@ impl Proxy {
     /// and eth1, two workers, plus `extra` options; returns once its control socket exists (the listeners
     /// and the datapath are up by then).
     pub fn start(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
+        Proxy::start_on(net, host, prefix, port, "eth0,eth1", extra)
+    }
+
+    /// As [`Proxy::start`], with the ingress devices `ingress` (comma-separated).
+    pub fn start_on(net: &Net, host: &str, prefix: &str, port: u16, ingress: &str, extra: &[&str]) -> Result<Proxy> {
         let control = net.path(&format!("{host}.sock"));
         let mut proc = net
             .cmd(host, [binaries::path("srv6pipes-proxy")?])
-            .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", "eth0,eth1", "--workers", "2"])
+            .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", ingress, "--workers", "2"])
             .arg("--control")
             .arg(&control)
             .args(extra)
