@@ -60,8 +60,8 @@ fn steer_syn_acks(net: &Net, host: &str, via: &str, gateway: &str) -> Result<()>
     let rules = net.path(&format!("synack-{host}.nft"));
     std::fs::write(
         &rules,
-        "table ip6 synack { chain out { type route hook output priority mangle; policy accept;\n\
-         ip6 daddr fc00:1::/64 tcp flags & (syn | ack) == syn | ack meta mark set 0x20 } }\n",
+        "table ip6 synack {\n chain out {\n  type route hook output priority mangle; policy accept;\n  \
+         ip6 daddr fc00:1::/64 tcp flags & (syn | ack) == syn | ack meta mark set 0x20\n }\n}\n",
     )?;
     net.cmd(host, ["nft", "-f"]).arg(&rules).run()?;
     net.run(host, ["ip", "-6", "rule", "add", "fwmark", "0x20", "lookup", "200", "pref", "50"])?;
