@@ -194,12 +194,17 @@ fn off_path_proxies_xor_both_ways_with_the_return_srh() {
         let wrapper = reply_wrapper(&[])?;
         let http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
         let _sink = UploadSink::start_under(net, "server", UPLOAD_PORT, &wrapper)?;
+        let small = http.add_random_file("1m.bin", MIB)?;
         let sha = http.add_random_file("10m.bin", 10 * MIB)?;
-        let (cap1, cap2) = (net.capture("p1", "eth0")?, net.capture("p2", "eth0")?);
         let segs = format!("{P1_XOR},{P2_XOR}");
-        download_and_upload(net, &["--segs", &segs], "10m.bin", &sha, 10 * MIB)?;
+        // Captured: 1 MiB down (a capture of 10 MiB both ways would lose packets on a loaded machine).
+        let (cap1, cap2) = (net.capture("p1", "eth0")?, net.capture("p2", "eth0")?);
+        let (out, file) = curl(net, &["--segs", &segs], "1m.bin", T.as_secs())?;
+        ensure!(out.status.success() && sha256_file(&file)? == small, "1 MiB download failed: {out}");
         let (pcap2, on_p2) = packets_of(cap2)?;
         let (pcap1, on_p1) = packets_of(cap1)?;
+        // 10 MiB each way, 1500-byte MTU everywhere.
+        download_and_upload(net, &["--segs", &segs], "10m.bin", &sha, 10 * MIB)?;
         // TLV (reverse of the forward path): [p1, p2] in SRH order. The server sends [client, p1, p2]
         // towards p2; p2 sends [client, p1] towards p1; p1 sends to the client without SRH.
         assert_reply_srh(&pcap2, &on_p2, P2_XOR, &[CLIENT, P1_XOR, P2_XOR], "p2's link, from the server")?;
@@ -293,13 +298,17 @@ fn return_path_with_a_routers_end_sid_and_lowered_mtu() {
         let wrapper = reply_wrapper(&[])?;
         let http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
         let _sink = UploadSink::start_under(net, "server", UPLOAD_PORT, &wrapper)?;
+        let small = http.add_random_file("1m.bin", MIB)?;
         let sha = http.add_random_file("10m.bin", 10 * MIB)?;
-        let cap = net.capture("r2", "eth0")?;
         // Back: p2 (xor), then r2's End SID, then p1 (xor).
         let segs = format!("{P1_XOR},{P2_XOR}");
         let back = format!("{P2_XOR},{R2_END},{P1_XOR}");
-        download_and_upload(net, &["--segs", &segs, "--return-path", &back], "10m.bin", &sha, 10 * MIB)?;
+        let args = ["--segs", &segs, "--return-path", &back];
+        let cap = net.capture("r2", "eth0")?;
+        let (out, file) = curl(net, &args, "1m.bin", T.as_secs())?;
+        ensure!(out.status.success() && sha256_file(&file)? == small, "1 MiB download failed: {out}");
         let (pcap, packets) = packets_of(cap)?;
+        download_and_upload(net, &args, "10m.bin", &sha, 10 * MIB)?;
         // p2 sends [client, p1, r2] with r2 active.
         assert_reply_srh(&pcap, &packets, R2_END, &[CLIENT, P1_XOR, R2_END], "r2's link")?;
         Ok(())
@@ -324,6 +333,22 @@ fn a_return_path_outside_the_allowed_prefixes_is_refused() {
         ensure!(refused.iter().any(|l| l.contains("\"refused\":2")), "refusals are not counted:\n{text}");
         ensure!(refused[0].contains("fc00:e2::1"), "the refusal does not name the waypoint: {}", refused[0]);
         ensure!(!text.contains("\"action\":\"reply-path\""), "a refused return path was installed:\n{text}");
+        Ok(())
+    })
+}
+
+#[test]
+fn a_return_sid_naming_no_loaded_function_is_refused_by_the_proxy() {
+    with_net("offpath", "rpunk", |net| {
+        let p1 = Proxy::start_on(net, "p1", "fc00:f1::/80", 5001, "eth0", &["--reply-path"])?;
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        http.add_random_file("1k.bin", 1024)?;
+        // Forward through p1's xor; back through a SID of p1's locator whose function (0x99) is not loaded.
+        let (out, _) = curl(net, &["--segs", P1_XOR, "--return-path", "fc00:f1::99:0:0"], "1k.bin", 10)?;
+        ensure!(!out.status.success(), "a return SID naming no function was accepted: {out}");
+        let s = p1.stats(net)?;
+        ensure!(s.refused_unknown_function == 1 && s.refused == 1, "p1 did not count the refusal: {s:?}");
+        ensure!(p1.stderr().contains("flow refused"), "p1 did not log the refusal:\n{}", p1.stderr());
         Ok(())
     })
 }
