@@ -329,6 +329,12 @@ mod tests {
         assert!(!c.flow.relay.splice);
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
+        let reply = ProxyArgs { reply_path: true, ..args.clone() };
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 1300\n").unwrap();
+        assert_eq!(reply.resolve().unwrap().flow.reply.map(|r| r.mss), Some(1300));
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 100\n").unwrap();
+        assert!(matches!(reply.resolve(), Err(ConfigError::ReplyMss)));
+        assert!(args.resolve().unwrap().flow.reply.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_layout("80/16").is_err());
         assert!(parse_layout("80/16/40").is_err());
