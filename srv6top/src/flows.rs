@@ -265,6 +265,16 @@ impl Flow {
     }
 }
 
+/// Whether the first packet seen of a connection comes from its server: a SYN-ACK does, a SYN does not;
+/// joined in the middle, the server is the side with the lower port (services listen on low or well-known
+/// ports, clients take ephemeral ones).
+fn server_sent(proto: Proto, flags: u8, sport: u16, dport: u16) -> bool {
+    if proto == Proto::Tcp && flags & tcp_flags::SYN != 0 {
+        return flags & tcp_flags::ACK != 0;
+    }
+    sport < dport
+}
+
 /// Counters over everything seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Totals {
@@ -379,10 +389,7 @@ impl FlowTable {
         let down = FlowKey { proto, client: there, server: here };
         let (key, dir) = if self.flows.contains_key(&up) {
             (up, Direction::Up)
-        } else if self.flows.contains_key(&down) {
-            (down, Direction::Down)
-        } else if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
-            // A SYN-ACK comes from the server.
+        } else if self.flows.contains_key(&down) || server_sent(proto, flags, sport, dport) {
             (down, Direction::Down)
         } else {
             (up, Direction::Up)
@@ -525,6 +532,20 @@ pub(crate) mod tests {
             assert_eq!(t.flows().next().unwrap().state, want, "after flags {flags:#x}");
         }
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn joined_midstream_the_server_is_the_side_with_the_lower_port() {
+        let mut t = FlowTable::new(100);
+        let segs = ["fc00:4::2", "fc00:f2::2:0:5a"];
+        // A reply first, then the client's steered packet: one flow, the client on the ephemeral port.
+        t.observe(Frame::Ipv6(tcp(1, "fc00:4::2", 8080, "fc00:1::1", 59634, ACK, 1000)));
+        t.observe(Frame::Ipv6(with_srh(tcp(1, "fc00:1::1", 59634, "::", 8080, ACK, 0), &segs, 1, &[])));
+        assert_eq!(t.len(), 1);
+        let f = t.flows().next().unwrap();
+        assert_eq!((f.key.client, f.key.server), ((a("fc00:1::1"), 59634), (a("fc00:4::2"), 8080)));
+        assert_eq!((f.up.packets, f.down.packets, f.state), (1, 1, TcpState::Midstream));
+        assert_eq!(f.srh.as_ref().map(|s| s.segments_left), Some(1));
     }
 
     #[test]

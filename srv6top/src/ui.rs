@@ -101,7 +101,7 @@ fn footer_line(app: &App) -> Line<'static> {
 }
 
 /// The flow table's columns: header and width. Addresses and waypoints share what the counters leave.
-const FLOW_COLUMNS: [(&str, Constraint); 11] = [
+const FLOW_COLUMNS: [(&str, Constraint); 12] = [
     ("PROTO", Constraint::Length(5)),
     ("CLIENT", Constraint::Fill(3)),
     ("SERVER", Constraint::Fill(3)),
@@ -113,6 +113,7 @@ const FLOW_COLUMNS: [(&str, Constraint); 11] = [
     ("BYTES ↑/↓", Constraint::Length(13)),
     ("RATE ↑/↓", Constraint::Length(15)),
     ("STATE", Constraint::Length(9)),
+    ("AGE", Constraint::Length(6)),
 ];
 
 fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
@@ -152,6 +153,7 @@ fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
             Cell::from(format!("{}/{}", bytes(flow.up.bytes), bytes(flow.down.bytes))),
             Cell::from(format!("{}/{}", rate(flow.up.rate.per_second(now)), rate(flow.down.rate.per_second(now)))),
             Cell::from(flow.state.to_string()),
+            Cell::from(duration(now.saturating_sub(flow.first_seen))),
         ])
     });
     let table = Table::new(body, FLOW_COLUMNS.iter().map(|(_, w)| *w))
