@@ -163,7 +163,9 @@ fn assert_reply_srh(pcap: &Path, packets: &[Packet], dst: &str, segments: &[&str
 #[test]
 fn server_replies_through_an_off_path_end_sid() {
     with_net("offpath", "rpend", |net| {
-        let mut http = HttpServer::start_under(net, "server", HTTP_PORT, &reply_wrapper(&["--log", "stderr"])?)?;
+        let log = net.path("shim.log");
+        let wrapper = reply_wrapper(&["--log", &log.display().to_string()])?;
+        let mut http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
         let sha = http.add_random_file("1m.bin", MIB)?;
         let cap = net.capture("r2", "eth0")?;
         let (out, file) = curl(net, &["--segs", R2_END], "1m.bin", 30)?;
@@ -173,6 +175,14 @@ fn server_replies_through_an_off_path_end_sid() {
         // The replies visit r2: [client, r2] with r2 active.
         assert_reply_srh(&pcap, &packets, R2_END, &[CLIENT, R2_END], "r2")?;
         ensure!(http.access_log()?.starts_with(&format!("{CLIENT} ")), "nginx saw another peer");
+        let installed = || -> Result<usize> {
+            Ok(std::fs::read_to_string(&log)?.lines().filter(|l| l.contains("\"action\":\"reply-path\"")).count())
+        };
+        ensure!(installed()? == 1, "the shim did not log the reply path once:\n{}", std::fs::read_to_string(&log)?);
+        // A SYN with an SRH but no return-path TLV leaves the connection untouched.
+        let (out, file) = curl(net, &["--segs", R2_END, "--return-path", "none"], "1m.bin", 30)?;
+        ensure!(out.status.success() && sha256_file(&file)? == sha, "download without a TLV failed: {out}");
+        ensure!(installed()? == 1, "a reply path was installed without a TLV");
 
         // Control: the same server without --reply-path answers straight, nothing crosses r2 downstream.
         drop(http);
@@ -323,15 +333,17 @@ fn a_return_path_outside_the_allowed_prefixes_is_refused() {
         let wrapper = reply_wrapper(&["--reply-allow", "fc00:f1::/32,fc00:f2::/32", "--log", &log_s])?;
         let http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
         http.add_random_file("1k.bin", 1024)?;
-        for _ in 0..2 {
-            let (out, _) = curl(net, &["--segs", R2_END], "1k.bin", 10)?;
-            ensure!(!out.status.success(), "a refused return path still served the file: {out}");
+        // Outside --reply-allow; then a multicast waypoint (malformed for any server).
+        for back in [R2_END, "ff02::1"] {
+            let (out, _) = curl(net, &["--segs", R2_END, "--return-path", back], "1k.bin", 10)?;
+            ensure!(!out.status.success(), "a refused return path ({back}) still served the file: {out}");
         }
         let text = std::fs::read_to_string(&log)?;
         let refused: Vec<&str> = text.lines().filter(|l| l.contains("\"action\":\"reply-refused\"")).collect();
         ensure!(refused.len() >= 2, "the shim logged {} refusals:\n{text}", refused.len());
         ensure!(refused.iter().any(|l| l.contains("\"refused\":2")), "refusals are not counted:\n{text}");
         ensure!(refused[0].contains("fc00:e2::1"), "the refusal does not name the waypoint: {}", refused[0]);
+        ensure!(refused.iter().any(|l| l.contains("multicast")), "the multicast waypoint was not refused:\n{text}");
         ensure!(!text.contains("\"action\":\"reply-path\""), "a refused return path was installed:\n{text}");
         Ok(())
     })
