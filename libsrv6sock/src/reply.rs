@@ -12,7 +12,8 @@ use crate::policy::PolicyError;
 use crate::wire::prefix::Ipv6Prefix;
 use crate::wire::reply::ReturnPath;
 
-/// Environment variable: `1` (or `tlv`) makes the shim reply along the return-path TLV of each SYN.
+/// Environment variable: `1` (or `on`, `yes`, `true`) makes the shim reply along the return-path TLV of each
+/// SYN; `0`, `off`, `no`, `false` or unset: not.
 pub const ENV_REPLY: &str = "SRV6_REPLY";
 /// Environment variable: comma-separated prefixes every return waypoint must lie in (default: any).
 pub const ENV_REPLY_ALLOW: &str = "SRV6_REPLY_ALLOW";
@@ -52,9 +53,10 @@ impl ReplyPolicy {
     /// Read `SRV6_REPLY*` (`get` looks one up); `None` when replying along return paths is off.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<ReplyPolicy>, PolicyError> {
         let env_err = |var, value: &str, reason: String| PolicyError::Env { var, value: value.to_string(), reason };
-        match get(ENV_REPLY).as_deref().map(str::trim) {
-            None | Some("" | "0" | "off") => return Ok(None),
-            Some("1" | "tlv" | "on") => {}
+        // The words clap's boolish parser takes, so that srv6run and the shim read the variable alike.
+        match get(ENV_REPLY).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("" | "0" | "off" | "no" | "n" | "false") => return Ok(None),
+            Some("1" | "on" | "yes" | "y" | "true") => {}
             Some(other) => return Err(env_err(ENV_REPLY, other, "use 1 (reply along the return path) or 0".into())),
         }
         let allow = match get(ENV_REPLY_ALLOW).filter(|s| !s.trim().is_empty()) {
@@ -112,7 +114,8 @@ mod tests {
             move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
         assert_eq!(ReplyPolicy::from_env(env(&[])).unwrap(), None);
-        assert!(ReplyPolicy::from_env(env(&[(ENV_REPLY, "yes")])).is_err());
+        assert!(ReplyPolicy::from_env(env(&[(ENV_REPLY, "tlv")])).is_err());
+        assert!(ReplyPolicy::from_env(env(&[(ENV_REPLY, "Off")])).unwrap().is_none());
         assert!(ReplyPolicy::from_env(env(&[(ENV_REPLY, "1"), (ENV_REPLY_MSS, "100")])).is_err());
         assert!(ReplyPolicy::from_env(env(&[(ENV_REPLY, "1"), (ENV_REPLY_ALLOW, "fc00::/ 7x")])).is_err());
         let p = ReplyPolicy::from_env(env(&[(ENV_REPLY, "1"), (ENV_REPLY_ALLOW, "fc00:f1::/64, fc00:e1::/64")]))
