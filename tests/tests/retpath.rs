@@ -10,6 +10,7 @@
 //!   is off the routed path back, its outbound connect only completes if the SYN-ACK reaches it. The chained
 //!   tests give the replying hosts (server, p2) a static SYN-ACK route ([`steer_syn_acks`]), as
 //!   `srv6pipes-proxy(8)` documents.
+//! * The last test runs `--reply-path` on the on-path chain (`proxy-chain`), which must keep working.
 
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -362,5 +363,37 @@ fn a_return_sid_naming_no_loaded_function_is_refused_by_the_proxy() {
         ensure!(s.refused_unknown_function == 1 && s.refused == 1, "p1 did not count the refusal: {s:?}");
         ensure!(p1.stderr().contains("flow refused"), "p1 did not log the refusal:\n{}", p1.stderr());
         Ok(())
+    })
+}
+
+#[test]
+fn on_path_proxies_with_reply_path_keep_working() {
+    // Topology proxy-chain: client — p1 — p2 — server (fc00:4::2), everything on the routed path.
+    with_net("proxy-chain", "rponpath", |net| {
+        let _p1 = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--reply-path"])?;
+        let _p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &["--reply-path"])?;
+        let http = HttpServer::start_under(net, "server", HTTP_PORT, &reply_wrapper(&[])?)?;
+        let get = |name: &str, sha: &str| -> Result<()> {
+            let out = net.path("got");
+            let result = net
+                .cmd("client", [srv6run()?])
+                .args(["--segs", &format!("{P1_XOR},{P2_XOR}"), "--", "curl", "-sS", "-g", "--noproxy", "*"])
+                .args(["--max-time", &T.as_secs().to_string(), "-o"])
+                .arg(&out)
+                .arg(format!("http://[fc00:4::2]:{HTTP_PORT}/{name}"))
+                .timeout(T + Duration::from_secs(10))
+                .run()?;
+            ensure!(sha256_file(&out)? == sha, "{name} through on-path proxies with --reply-path differs: {result}");
+            Ok(())
+        };
+        let small = http.add_random_file("1m.bin", MIB)?;
+        let big = http.add_random_file("10m.bin", 10 * MIB)?;
+        let cap = net.capture("p2", "eth0")?;
+        get("1m.bin", &small)?;
+        // p2 → p1 replies carry [client, p1] even on the routed path.
+        let (_, packets) = packets_of(cap)?;
+        let to_p1 = packets.iter().filter(|p| p.dst == a(P1_XOR) && p.tcp().is_some_and(|t| t.payload_len > 0));
+        ensure!(to_p1.count() > 0, "no reply from p2 to p1's SID on their link");
+        get("10m.bin", &big)
     })
 }
