@@ -211,9 +211,9 @@ impl App {
         let has = |s: String| s.to_lowercase().contains(word);
         has(format!("{} [{}]:{} [{}]:{}", f.key.proto, f.key.client.0, f.key.client.1, f.key.server.0, f.key.server.1))
             || has(f.state.to_string())
-            || f.srh
-                .iter()
-                .chain(&f.return_srh)
+            || f.srh()
+                .into_iter()
+                .chain(f.return_srh())
                 .flat_map(|s| &s.segments)
                 .any(|sid| has(sid.to_string()) || self.functions.call(*sid).is_some_and(|c| has(c.to_string())))
     }
