@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
+use libsrv6sock::reply::ReplyPolicy;
 
 use crate::{log, output};
 
@@ -14,6 +15,8 @@ pub struct Shim {
     pub srhs: Vec<Vec<u8>>,
     /// Bit `i` set: rule `i` (of the first 64) matches on a host name.
     pub name_rules: u64,
+    /// Replying along the return-path TLV of accepted connections (`SRV6_REPLY`), when on.
+    pub reply: Option<ReplyPolicy>,
 }
 
 /// What the constructor made of the environment.
@@ -34,7 +37,7 @@ pub fn get() -> Option<&'static State> {
     STATE.get()
 }
 
-fn build(policy: Policy) -> Result<Shim, String> {
+fn build(policy: Policy, reply: Option<ReplyPolicy>) -> Result<Shim, String> {
     let srhs = policy
         .rules
         .iter()
@@ -47,7 +50,7 @@ fn build(policy: Policy) -> Result<Shim, String> {
         .collect::<Result<_, _>>()?;
     let name_rules =
         policy.rules.iter().take(64).enumerate().filter(|(_, r)| r.name.is_some()).fold(0, |m, (i, _)| m | 1 << i);
-    Ok(Shim { policy, srhs, name_rules })
+    Ok(Shim { policy, srhs, name_rules, reply })
 }
 
 /// Read the environment and the policy file; called once from the library constructor.
@@ -58,7 +61,8 @@ pub fn init() {
             output::say(&format!("cannot open decision log {target:?}: {e}; logging disabled"));
         }
     }
-    let state = match Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(build) {
+    let reply = ReplyPolicy::from_env(env).map_err(|e| error_chain(&e));
+    let state = match Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?)) {
         Ok(shim) => {
             log::init(shim.policy.rules.len(), shim.fail());
             State::Ready(shim)
