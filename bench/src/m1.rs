@@ -178,6 +178,9 @@ impl<'a> M1<'a> {
             .args(["--workers", &self.workers.to_string()])
             .arg("--control")
             .arg(&self.control)
+            // Its record of the datapath stays in the bench's directory, not in the machine's /run.
+            .arg("--state")
+            .arg(net.dir().join("m1-proxy.state"))
             .env("RUST_LOG", "warn,srv6pipes_proxy=info");
         if !splice {
             cmd = cmd.arg("--no-splice");
