@@ -1,8 +1,10 @@
-//! Property tests of the DNS path record codec (`srv6-path(5)`): `parse`/`emit` round-trip, no input makes
-//! either decoder panic, and every record's SRH is one the SRH codec reads back.
+//! Property tests of the DNS path record codec (`srv6-path(5)`) and of the agent's replies that carry its
+//! SRHs to the shim: `parse`/`emit` round-trip, no input makes a decoder panic, and every record's SRH is
+//! one the SRH codec reads back.
 
 use std::net::Ipv6Addr;
 
+use libsrv6sock::wire::agent::{emit_reply, AgentReply, EntryRepr, MAX_REPLY, STATUS_OK};
 use libsrv6sock::wire::path::{best_for, PathRecord, Route, MAX_RETURN};
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::srh::SrhRepr;
@@ -73,5 +75,33 @@ proptest! {
             }
             None => prop_assert!(rs.iter().all(|r| !r.covers.contains(a))),
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn agent_replies_round_trip(rs in prop::collection::vec((record(), addr(), any::<u32>()), 0..8)) {
+        let entries: Vec<EntryRepr> = rs
+            .iter()
+            .map(|(r, a, ttl)| EntryRepr { addr: *a, ttl: *ttl, srh: r.srh(*a).unwrap().to_bytes().unwrap() })
+            .collect();
+        let mut buf = vec![0u8; MAX_REPLY];
+        let n = emit_reply(STATUS_OK, &entries, &mut buf).unwrap();
+        let reply = AgentReply::new_checked(&buf[..n]).unwrap();
+        // Entries that do not fit are left out, the others come back whole and in order.
+        let got: Vec<EntryRepr> = reply.entries().map(|e| EntryRepr { addr: e.addr, ttl: e.ttl, srh: e.srh.to_vec() }).collect();
+        prop_assert_eq!(got.len(), reply.count());
+        let mut want = entries.iter();
+        for g in &got {
+            prop_assert!(want.any(|w| w == g));
+        }
+    }
+
+    #[test]
+    fn agent_garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        if let Ok(reply) = AgentReply::new_checked(&data) {
+            prop_assert_eq!(reply.entries().count(), reply.count());
+        }
+        let _ = libsrv6sock::wire::agent::parse_request(&data);
     }
 }

@@ -9,8 +9,10 @@
 //! * [`tlv`]: SRH TLVs: Pad1, PadN, HMAC, the SRv6Pipes return-path TLV (type 124) and unknown ones (kept).
 //! * [`sid`]: SID layout LOC:FUNCT:ARG (RFC 8986) with configurable widths.
 //! * [`prefix`]: IPv6 prefixes (locators, policy destinations).
+//! * [`agent`]: the messages between the shim and the resolver agent.
 //! * [`path`]: path records served by DNS (type 65300, SRN's 65280; `srv6-path(5)`).
 
+pub mod agent;
 pub mod path;
 pub mod prefix;
 pub mod sid;
