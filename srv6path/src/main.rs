@@ -1,7 +1,7 @@
 //! `srv6path`: write SRv6 path records as zone-file lines, and query a name's addresses and decoded paths
 //! (`srv6path(1)`, `srv6-path(5)`).
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::Ipv6Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use clap::Parser;
 use libsrv6sock::policy::{parse_addrs, ReturnPath};
 use libsrv6sock::wire::path::{PathRecord, Route, RR_TYPE};
 use libsrv6sock::wire::prefix::Ipv6Prefix;
-use srv6pipes_dns::lookup::{Answer, LookupConfig, PathLookup};
+use srv6pipes_dns::lookup::{parse_server, Answer, LookupConfig, PathLookup};
 
 mod cli;
 
@@ -57,7 +57,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { name, server, timeout, json } => {
-            let config = LookupConfig { server: server.map(|s| parse_server(&s)).transpose()?, timeout };
+            let server =
+                server.map(|s| parse_server(&s)).transpose().map_err(anyhow::Error::msg).context("--server")?;
+            let config = LookupConfig { server, timeout };
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let answer = rt.block_on(async { PathLookup::new(&config)?.lookup(&name).await })?;
             if json {
@@ -77,14 +79,6 @@ fn zone_line(name: &str, ttl: Option<u32>, record: &PathRecord) -> Result<String
     let hex: String = bytes.iter().map(|b| format!("{b:02X}")).collect();
     let ttl = ttl.map(|t| format!("{t} ")).unwrap_or_default();
     Ok(format!("{name} {ttl}IN TYPE{RR_TYPE} \\# {} {hex}", bytes.len()))
-}
-
-/// A server as `ADDR` (port 53) or `[ADDR]:PORT`.
-fn parse_server(s: &str) -> Result<SocketAddr> {
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    s.parse().with_context(|| format!("--server {s:?} is neither an address nor [address]:port"))
 }
 
 fn describe(r: &PathRecord) -> String {

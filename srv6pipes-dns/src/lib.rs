@@ -4,7 +4,7 @@
 //!
 //! * [`lookup`]: [`lookup::PathLookup`] asks AAAA and the path types (65300, SRN's 65280) in parallel and
 //!   decodes the records.
-//! * [`agent`]: the agent's server side: a Unix datagram socket answering name queries with the addresses
+//! * [`agent`]: the agent's server side: a Unix stream socket answering name queries with the addresses
 //!   and pre-built SRHs ([`libsrv6sock::wire::agent`] is the message format).
 
 pub mod agent;

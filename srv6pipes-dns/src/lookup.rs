@@ -43,6 +43,14 @@ impl Default for LookupConfig {
     }
 }
 
+/// A DNS server given as `ADDR` (port 53) or `[ADDR]:PORT`.
+pub fn parse_server(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    s.parse().map_err(|_| format!("{s:?} is neither an address nor [address]:port"))
+}
+
 /// One path record of an answer, with its raw RDATA and what it decodes to.
 #[derive(Debug, Clone)]
 pub struct FoundRecord {

@@ -1,5 +1,6 @@
 //! srv6run: run a program with libsrv6sock.so preloaded so that its sockets follow an SRv6 steering policy.
 
+mod agent;
 mod cli;
 mod explain;
 mod preload;
@@ -8,10 +9,13 @@ mod program;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use libsrv6sock::policy::{self, FailMode, Policy};
+use libsrv6sock::wire::agent as wire_agent;
+use srv6pipes_dns::lookup::{parse_server, LookupConfig};
 
 use cli::Cli;
 
@@ -60,6 +64,14 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     Ok(env)
 }
 
+/// The agent's resolver settings: its DNS queries time out before the shim stops waiting for it, so that a
+/// slow server gives the shim an answer ("lookup failed") rather than a timeout.
+fn dns_config(cli: &Cli) -> Result<LookupConfig> {
+    let server =
+        cli.dns_server.as_deref().map(parse_server).transpose().map_err(anyhow::Error::msg).context("--dns-server")?;
+    Ok(LookupConfig { server, timeout: Duration::from_millis((cli.dns_timeout / 2).max(1)) })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let usage = |e: anyhow::Error| (EXIT_USAGE, e);
     let env = shim_env(&cli).map_err(usage)?;
@@ -77,7 +89,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if policy.rules.is_empty() {
+    if policy.rules.is_empty() && !cli.dns_paths {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 
@@ -87,6 +99,11 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
 
     let mut cmd = Command::new(&path);
     cmd.arg0(name).args(&cli.command[1..]).envs(&env);
+    if cli.dns_paths {
+        let config = dns_config(&cli).map_err(usage)?;
+        let socket = agent::launch(&config).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+        cmd.env(wire_agent::ENV_AGENT, socket).env(wire_agent::ENV_AGENT_TIMEOUT, cli.dns_timeout.to_string());
+    }
     cmd.env("LD_PRELOAD", preload::ld_preload_value(std::env::var("LD_PRELOAD").ok().as_deref(), &preload));
     let err = cmd.exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_RUN };

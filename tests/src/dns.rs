@@ -34,7 +34,7 @@ impl Bind {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let d = dir.display();
         let mut conf = format!(
-            "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on-v6 {{ any; }}; listen-on {{ none; }};\n  recursion no; dnssec-validation no; }};\n"
+            "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on-v6 {{ any; }}; listen-on {{ none; }};\n  recursion no; dnssec-validation no; querylog yes; }};\n"
         );
         for v in views {
             let file = dir.join(format!("{}.zone", v.name));
@@ -57,9 +57,15 @@ impl Bind {
         Ok(Bind { proc })
     }
 
-    /// What named logged so far.
+    /// What named logged so far (every query: `querylog yes`).
     pub fn log(&self) -> String {
         self.proc.stderr()
+    }
+
+    /// How many queries for `name` (fully qualified, no trailing dot) of type `rr_type` named received.
+    pub fn queries(&self, name: &str, rr_type: &str) -> usize {
+        let needle = format!("query: {name} IN {rr_type} ");
+        self.log().lines().filter(|l| l.contains(&needle)).count()
     }
 }
 

@@ -1,22 +1,40 @@
 //! Paths from DNS, with a real BIND 9 (topology `dns`): named serves path records (`srv6-path(5)`, type
 //! 65300) written by `srv6path record`, with one view per client prefix, so that the same name gives
-//! students and staff two different chains; `dig` sees the records in generic syntax and `srv6path query`
-//! decodes them; a malformed record is reported with its offset.
+//! students and staff two different chains. `dig` sees the records in generic syntax, `srv6path query`
+//! decodes them, and `srv6run --dns-paths curl http://www.example.test/` follows them (captures on the
+//! routers' links show the SRH). A name without a record is not steered; a resolver that is down, silent or
+//! answering garbage never makes the program hang or crash, and the failure policy decides; when the TTL
+//! runs out, the next lookup asks DNS again.
 
 use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
+use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use serde_json::Value;
 use srv6pipes_tests::dns::{zone_file, Bind, View};
-use srv6pipes_tests::{binaries, with_net, Net};
+use srv6pipes_tests::http::HttpServer;
+use srv6pipes_tests::{binaries, with_net, Capture, Net, Output};
 
 const ZONE: &str = "example.test";
 const TTL: u32 = 60;
+/// TTL of the name `short`, for the expiry test.
+const SHORT_TTL: u32 = 2;
+const PORT: u16 = 8080;
+const FILE: &str = "hello.bin";
+/// Bound on one curl run (a real one takes well under a second).
+const CURL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on waiting for a flow's last packets to reach a capture after curl exits.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the shim waits for the agent in the failure tests.
+const AGENT_TIMEOUT_MS: u64 = 300;
 
 /// The lab: named on the server with the students' and the staff's views.
 struct Lab<'a> {
     net: &'a Net,
     bind: Bind,
+    _http: HttpServer,
+    sha256: String,
     dns: Ipv6Addr,
     service: Ipv6Addr,
     r1: Ipv6Addr,
@@ -42,6 +60,8 @@ impl<'a> Lab<'a> {
             // A lower-priority record for other addresses only: never chosen for www's address.
             record_line(&["www", "--segs", &r2.to_string(), "--covers", "fc00:6::/64", "--priority", "1"])?,
             format!("plain IN AAAA {service}"),
+            format!("short {SHORT_TTL} IN AAAA {service}"),
+            record_line(&["short", "--segs", &students_path, "--ttl", &SHORT_TTL.to_string()])?,
             format!("bad IN AAAA {service}"),
             // Version 1, but N = 3 segments announced with room for one only.
             format!("bad IN TYPE65300 \\# 40 0100000A00030000{}{}01", "00".repeat(16), "00".repeat(15)),
@@ -56,7 +76,12 @@ impl<'a> Lab<'a> {
             View { name: "staff", match_clients: "any;", zone: zone_file(TTL, dns, &staff) },
         ];
         let bind = Bind::start(net, "server", dns, ZONE, &views)?;
-        Ok(Lab { net, bind, dns, service, r1, r2 })
+        for host in ["students", "staff"] {
+            net.etc_file(host, "resolv.conf", &format!("nameserver {dns}\noptions timeout:2 attempts:2\n"))?;
+        }
+        let http = HttpServer::start(net, "server", PORT)?;
+        let sha256 = http.add_random_file(FILE, 100_000)?;
+        Ok(Lab { net, bind, _http: http, sha256, dns, service, r1, r2 })
     }
 
     fn dig(&self, host: &str, name: &str, rr_type: &str) -> Result<String> {
@@ -79,6 +104,57 @@ impl<'a> Lab<'a> {
             .with_context(|| format!("srv6path query output is not JSON: {}\n{}", out.stdout, out.stderr))?;
         Ok((out.status.code().unwrap_or(-1), json))
     }
+}
+
+impl Lab<'_> {
+    /// `srv6run ARGS -- curl http://NAME.example.test:8080/hello.bin` in `host` with `env`; the output, the
+    /// shim's decision log (JSON lines) and how long it took. The download is checked when curl succeeds.
+    fn curl(
+        &self,
+        host: &str,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<(Output, Vec<Value>, Duration)> {
+        let srv6run = binaries::path("srv6run")?;
+        let (log, out) = (self.net.path("shim.log"), self.net.path("download"));
+        let url = format!("http://{name}.{ZONE}:{PORT}/{FILE}");
+        let mut cmd = self.net.cmd(host, [srv6run]).args(args).arg("--log").arg(&log).arg("--");
+        cmd = cmd.args(["curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o"]).arg(&out).arg(url);
+        for (k, v) in env {
+            cmd = cmd.env(*k, *v);
+        }
+        let started = Instant::now();
+        let output = cmd.timeout(CURL_TIMEOUT).output()?;
+        let took = started.elapsed();
+        if output.status.success() {
+            let got = srv6pipes_tests::http::sha256_file(&out)?;
+            ensure!(got == self.sha256, "downloaded sha256 {got}, served {}", self.sha256);
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines = text
+            .lines()
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<Value>, _>>()
+            .with_context(|| format!("decision log is not JSON lines:\n{text}"))?;
+        Ok((output, lines, took))
+    }
+
+    /// The client's forward packets of the HTTP flow in a capture.
+    fn forward<'p>(&self, packets: &'p [Packet], src: Ipv6Addr) -> Vec<&'p Packet> {
+        packets.iter().filter(|p| p.src == src && p.tcp().is_some_and(|t| t.dst_port == PORT)).collect()
+    }
+
+    fn settle(&self, c: &Capture, src: Ipv6Addr) -> Result<()> {
+        c.wait_for("the client's FIN", SETTLE_TIMEOUT, |ps| {
+            self.forward(ps, src).iter().any(|p| p.has_flags(flags::FIN))
+        })
+    }
+}
+
+/// The decision-log events of `kind` (`connect`, `dns-paths`).
+fn events<'v>(log: &'v [Value], kind: &str) -> Vec<&'v Value> {
+    log.iter().filter(|l| l["event"] == kind).collect()
 }
 
 fn segs_of(v: &Value) -> Vec<String> {
@@ -120,7 +196,187 @@ fn bind_serves_path_records_per_client_prefix() {
         let err = b["records"][0]["error"].as_str().unwrap_or_default();
         ensure!(code == 1 && err.contains("needed"), "bad record: exit {code}, {b}");
         ensure!(b["addrs"][0]["path"].is_null(), "a bad record steers nothing: {b}");
-        ensure!(!lab.bind.log().contains("not loaded"), "named refused a zone:\n{}", lab.bind.log());
+        ensure!(!lab.bind.log().contains("not loaded due to errors"), "named refused a zone:\n{}", lab.bind.log());
+        Ok(())
+    });
+}
+
+#[test]
+fn curl_follows_the_chain_dns_gives_each_client_prefix() {
+    with_net("dns", "dnsc", |net| {
+        let lab = Lab::start(net)?;
+        let students = net.addr("students", "eth0")?;
+        let staff = net.addr("staff", "eth0")?;
+
+        // Students: through r1 and r2, as their view says.
+        let on_r2 = net.capture("r2", "eth0")?;
+        let (out, log, _) = lab.curl("students", "www", &["--dns-paths"], &[])?;
+        ensure!(out.status.success(), "{out}");
+        lab.settle(&on_r2, students)?;
+        let packets = read_pcap(&on_r2.stop()?)?;
+        let fwd = lab.forward(&packets, students);
+        ensure!(fwd.iter().any(|p| p.has_flags(flags::SYN)) && fwd.iter().any(|p| p.has_payload()), "r2 saw {fwd:#?}");
+        for p in &fwd {
+            let srh = p.srh_repr().with_context(|| format!("frame {} on r2 has no SRH", p.frame))?;
+            ensure!(srh.segments == [lab.service, lab.r2, lab.r1], "frame {}: segments {:?}", p.frame, srh.segments);
+            ensure!(
+                srh.return_path() == Some(&[lab.r1, lab.r2][..]),
+                "frame {}: return path {:?}",
+                p.frame,
+                srh.return_path()
+            );
+        }
+        let connects = events(&log, "connect");
+        ensure!(connects.iter().any(|c| c["action"] == "attached" && c["rule"] == "dns"), "shim log: {log:?}");
+        ensure!(events(&log, "dns-paths").iter().any(|e| e["paths"] == 1), "shim log: {log:?}");
+
+        // Staff: the same name, their view's chain: r1 only, then the direct link; nothing crosses r2.
+        let on_r2 = net.capture("r2", "eth0")?;
+        let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {staff}"))?;
+        let (out, _, _) = lab.curl("staff", "www", &["--dns-paths"], &[])?;
+        ensure!(out.status.success(), "{out}");
+        lab.settle(&direct, staff)?;
+        let packets = read_pcap(&direct.stop()?)?;
+        let fwd = lab.forward(&packets, staff);
+        ensure!(fwd.iter().any(|p| p.has_flags(flags::SYN)), "staff's flow not on the direct link: {fwd:#?}");
+        for p in &fwd {
+            let srh = p.srh_repr().with_context(|| format!("staff frame {} has no SRH", p.frame))?;
+            ensure!(srh.segments == [lab.service, lab.r1], "staff frame {}: segments {:?}", p.frame, srh.segments);
+            ensure!(srh.return_path().is_none(), "staff's record has no return path");
+        }
+        let crossed = read_pcap(&on_r2.stop()?)?;
+        ensure!(lab.forward(&crossed, staff).is_empty(), "staff's flow crossed r2");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_name_without_a_path_record_is_not_steered() {
+    with_net("dns", "dnsn", |net| {
+        let lab = Lab::start(net)?;
+        let students = net.addr("students", "eth0")?;
+        let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {students}"))?;
+        let (out, log, _) = lab.curl("students", "plain", &["--dns-paths"], &[])?;
+        ensure!(out.status.success(), "{out}");
+        lab.settle(&direct, students)?;
+        let packets = read_pcap(&direct.stop()?)?;
+        let fwd = lab.forward(&packets, students);
+        ensure!(!fwd.is_empty() && fwd.iter().all(|p| p.srh.is_none()), "plain's flow: {fwd:#?}");
+        ensure!(events(&log, "connect").iter().all(|c| c["action"] == "no-match"), "shim log: {log:?}");
+        ensure!(events(&log, "dns-paths").iter().any(|e| e["paths"] == 0), "shim log: {log:?}");
+        Ok(())
+    });
+}
+
+/// A fake agent in `host` on abstract socket `name`: `silent` accepts and never answers, `garbage` answers
+/// the hex bytes `reply` to every request.
+fn fake_agent(net: &Net, host: &str, name: &str, mode: &str, reply: &str) -> Result<srv6pipes_tests::Proc> {
+    let script = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0" + sys.argv[1]); s.listen(64)
+held = []
+while True:
+    c, _ = s.accept()
+    if sys.argv[2] == "silent":
+        held.append(c)
+        continue
+    c.recv(1024); c.sendall(bytes.fromhex(sys.argv[3])); c.close()
+"#;
+    let mut p = net.spawn(host, ["python3", "-c", script, name, mode, reply])?;
+    p.wait_until("the fake agent to listen", Duration::from_secs(10), |_| {
+        let ss = net.cmd(host, ["ss", "-H", "-l", "-x"]).output()?;
+        Ok(ss.stdout.contains(name))
+    })?;
+    Ok(p)
+}
+
+#[test]
+fn a_failing_agent_never_hangs_the_program_and_the_failure_policy_decides() {
+    with_net("dns", "dnsf", |net| {
+        let lab = Lab::start(net)?;
+        let timeout = AGENT_TIMEOUT_MS.to_string();
+        // Truncated (one entry announced, none there), an absurd count, an SRH length that lies.
+        let cases = [
+            ("gone", "none", ""),
+            ("silent", "silent", ""),
+            ("truncated", "garbage", "01000100"),
+            ("count", "garbage", "0100ff00"),
+            ("srhlen", "garbage", &format!("01000100{}0000003c00ff0000{}", "00".repeat(16), "00".repeat(24))),
+        ];
+        for (name, mode, reply) in cases {
+            let _agent = if mode == "none" { None } else { Some(fake_agent(net, "students", name, mode, reply)?) };
+            let socket = format!("@{name}");
+            let env = [("SRV6_AGENT", socket.as_str()), ("SRV6_AGENT_TIMEOUT_MS", timeout.as_str())];
+            // Open: the download works, unsteered, and the log says why.
+            let (out, log, took) = lab.curl("students", "www", &["--fail", "open"], &env)?;
+            ensure!(out.status.success(), "{name}, open: {out}");
+            ensure!(took < Duration::from_millis(AGENT_TIMEOUT_MS) + Duration::from_secs(2), "{name}: took {took:?}");
+            let failed = events(&log, "dns-paths");
+            ensure!(failed.iter().any(|e| e["action"] == "failed-open"), "{name}, open: shim log {log:?}");
+            ensure!(events(&log, "connect").iter().all(|c| c["action"] == "no-match"), "{name}: {log:?}");
+            // Closed: the connection fails with EHOSTUNREACH, said in the log; the program exits normally.
+            let (out, log, took) = lab.curl("students", "www", &["--fail", "closed"], &env)?;
+            ensure!(out.status.code() == Some(7), "{name}, closed: curl should fail to connect: {out}");
+            ensure!(took < Duration::from_millis(AGENT_TIMEOUT_MS) + Duration::from_secs(2), "{name}: took {took:?}");
+            ensure!(events(&log, "dns-paths").iter().any(|e| e["action"] == "refused"), "{name}: {log:?}");
+            let refused = events(&log, "connect");
+            ensure!(
+                refused.iter().any(|c| c["action"] == "refused" && c["errno"] == libc::EHOSTUNREACH),
+                "{name}: {log:?}"
+            );
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn a_dns_server_that_is_down_fails_open_or_closed() {
+    with_net("dns", "dnsd", |net| {
+        let lab = Lab::start(net)?;
+        // Nothing listens there: the agent's lookup fails, glibc's (resolv.conf) still works.
+        let args = |fail| ["--dns-paths", "--dns-server", "fc00:5::99", "--dns-timeout", "400", "--fail", fail];
+        let (out, log, _) = lab.curl("students", "www", &args("open"), &[])?;
+        ensure!(out.status.success(), "open: {out}");
+        // The agent says the lookup failed, or the shim stops waiting first: either way, no path, logged.
+        let failed = events(&log, "dns-paths");
+        ensure!(failed.iter().any(|e| e["action"] == "failed-open" && e["error"].is_string()), "open: {log:?}");
+        let (out, log, _) = lab.curl("students", "www", &args("closed"), &[])?;
+        ensure!(out.status.code() == Some(7), "closed: {out}");
+        ensure!(events(&log, "connect").iter().any(|c| c["action"] == "refused"), "closed: {log:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn ttl_expiry_makes_the_shim_ask_again() {
+    with_net("dns", "dnst", |net| {
+        let lab = Lab::start(net)?;
+        let fqdn = format!("short.{ZONE}");
+        let url = format!("http://{fqdn}:{PORT}/{FILE}");
+        let srv6run = binaries::path("srv6run")?;
+        // One agent, two lookups within the TTL, then one after it: DNS is asked twice for the path type.
+        let script = format!(
+            "curl -sS -o /dev/null {url} && curl -sS -o /dev/null {url} && sleep {} && curl -sS -o /dev/null {url}",
+            SHORT_TTL + 1
+        );
+        let before = lab.bind.queries(&fqdn, "TYPE65300");
+        let log = net.path("shim.log");
+        net.cmd("students", [srv6run])
+            .args(["--dns-paths", "--log"])
+            .arg(&log)
+            .args(["--", "sh", "-c", &script])
+            .timeout(CURL_TIMEOUT)
+            .run()?;
+        let asked = lab.bind.queries(&fqdn, "TYPE65300") - before;
+        ensure!(
+            asked == 2,
+            "named got {asked} TYPE65300 queries for {fqdn}, want 2 (cache, then expiry)\n{}",
+            lab.bind.log()
+        );
+        let text = std::fs::read_to_string(&log)?;
+        let attached = text.lines().filter(|l| l.contains("\"rule\":\"dns\"") && l.contains("attached")).count();
+        ensure!(attached == 3, "all three connections follow the path:\n{text}");
         Ok(())
     });
 }

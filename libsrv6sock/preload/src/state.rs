@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
+use libsrv6sock::wire::agent;
 
 use crate::{log, output};
 
@@ -14,6 +15,46 @@ pub struct Shim {
     pub srhs: Vec<Vec<u8>>,
     /// Bit `i` set: rule `i` (of the first 64) matches on a host name.
     pub name_rules: u64,
+    /// The resolver agent to ask for the paths of names (`SRV6_AGENT`), if any.
+    pub agent: Option<AgentAddr>,
+}
+
+/// The resolver agent's socket address, built once.
+pub struct AgentAddr {
+    /// The Unix socket address (abstract when `SRV6_AGENT` starts with `@`).
+    pub addr: libc::sockaddr_un,
+    /// Its length.
+    pub len: libc::socklen_t,
+    /// How long a lookup may wait for the agent, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// The agent's address from `SRV6_AGENT` and `SRV6_AGENT_TIMEOUT_MS`.
+fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<AgentAddr>, String> {
+    let Some(name) = env(agent::ENV_AGENT).filter(|n| !n.is_empty()) else { return Ok(None) };
+    let timeout_ms = match env(agent::ENV_AGENT_TIMEOUT) {
+        None => agent::DEFAULT_TIMEOUT_MS,
+        Some(t) => {
+            t.parse().map_err(|_| format!("{}={t:?} is not a number of milliseconds", agent::ENV_AGENT_TIMEOUT))?
+        }
+    };
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (bytes, abstract_name) = match name.strip_prefix('@') {
+        Some(n) => (n.as_bytes(), true),
+        None => (name.as_bytes(), false),
+    };
+    let start = usize::from(abstract_name);
+    if start + bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(format!("{}={name:?} is not a usable Unix socket name", agent::ENV_AGENT));
+    }
+    for (dst, src) in addr.sun_path[start..].iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let path_len = start + bytes.len() + usize::from(!abstract_name);
+    let len = (std::mem::size_of::<libc::sa_family_t>() + path_len) as libc::socklen_t;
+    Ok(Some(AgentAddr { addr, len, timeout_ms }))
 }
 
 /// What the constructor made of the environment.
@@ -34,7 +75,7 @@ pub fn get() -> Option<&'static State> {
     STATE.get()
 }
 
-fn build(policy: Policy) -> Result<Shim, String> {
+fn build(policy: Policy, agent: Option<AgentAddr>) -> Result<Shim, String> {
     let srhs = policy
         .rules
         .iter()
@@ -47,7 +88,7 @@ fn build(policy: Policy) -> Result<Shim, String> {
         .collect::<Result<_, _>>()?;
     let name_rules =
         policy.rules.iter().take(64).enumerate().filter(|(_, r)| r.name.is_some()).fold(0, |m, (i, _)| m | 1 << i);
-    Ok(Shim { policy, srhs, name_rules })
+    Ok(Shim { policy, srhs, name_rules, agent })
 }
 
 /// Read the environment and the policy file; called once from the library constructor.
@@ -58,7 +99,10 @@ pub fn init() {
             output::say(&format!("cannot open decision log {target:?}: {e}; logging disabled"));
         }
     }
-    let state = match Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(build) {
+    let built = Policy::from_env(env)
+        .map_err(|e| error_chain(&e))
+        .and_then(|policy| agent_addr(&env).and_then(|agent| build(policy, agent)));
+    let state = match built {
         Ok(shim) => {
             log::init(shim.policy.rules.len(), shim.fail());
             State::Ready(shim)

@@ -1,5 +1,5 @@
 //! The messages between `libsrv6sock.so` and the resolver agent (`srv6run(1)`): one request and one reply
-//! per `SOCK_SEQPACKET` connection on a Unix socket.
+//! per Unix stream connection, each ended by closing its direction (`shutdown(SHUT_WR)`, then close).
 //!
 //! ```text
 //! request:  version (1) | op (1 = paths of a name) | 2 reserved | name (1 to 253 bytes, no NUL)
@@ -14,6 +14,13 @@
 use std::net::Ipv6Addr;
 
 use super::srh::Srh;
+
+/// Environment variable: the agent's socket, `@NAME` for an abstract one or a path; unset: no agent.
+pub const ENV_AGENT: &str = "SRV6_AGENT";
+/// Environment variable: how long the shim waits for the agent, in milliseconds.
+pub const ENV_AGENT_TIMEOUT: &str = "SRV6_AGENT_TIMEOUT_MS";
+/// Default of [`ENV_AGENT_TIMEOUT`].
+pub const DEFAULT_TIMEOUT_MS: u64 = 500;
 
 /// Protocol version.
 pub const VERSION: u8 = 1;
