@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use libsrv6sock::policy::{self, FailMode, Policy};
 use libsrv6sock::wire::agent as wire_agent;
-use srv6pipes_dns::lookup::{parse_server, LookupConfig};
+use srv6pipes_dns::lookup::{parse_server, LookupConfig, PathLookup};
 
 use cli::Cli;
 
@@ -72,6 +72,24 @@ fn dns_config(cli: &Cli) -> Result<LookupConfig> {
     Ok(LookupConfig { server, timeout: Duration::from_millis((cli.dns_timeout / 2).max(1)) })
 }
 
+/// For `--explain --dns-paths`: the path lookups of the command's host names, with the agent's code and
+/// settings.
+fn explain_lookups(cli: &Cli) -> Result<explain::DnsAnswers> {
+    let config = dns_config(cli)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let lookup = PathLookup::new(&config)?;
+        let mut answers = explain::DnsAnswers::new();
+        for t in explain::targets(&cli.command[1..]) {
+            if t.host.parse::<std::net::IpAddr>().is_err() && !answers.contains_key(&t.host) {
+                let a = lookup.lookup(&t.host).await.map_err(|e| e.to_string());
+                answers.insert(t.host, a);
+            }
+        }
+        Ok(answers)
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let usage = |e: anyhow::Error| (EXIT_USAGE, e);
     let env = shim_env(&cli).map_err(usage)?;
@@ -81,7 +99,8 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let preload = preload::find(cli.preload.as_deref()).map_err(usage)?;
 
     if cli.explain {
-        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..]);
+        let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
+        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
         } else {

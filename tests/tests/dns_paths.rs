@@ -380,3 +380,49 @@ fn ttl_expiry_makes_the_shim_ask_again() {
         Ok(())
     });
 }
+
+#[test]
+fn explain_shows_the_path_dns_gives_and_what_comes_first() {
+    with_net("dns", "dnse", |net| {
+        let lab = Lab::start(net)?;
+        let srv6run = binaries::path("srv6run")?;
+        let url = format!("http://www.{ZONE}:{PORT}/");
+        let explain = |extra: &[&str]| -> Result<Value> {
+            let out = net
+                .cmd("students", [&srv6run])
+                .args(["--explain", "--json", "--dns-paths"])
+                .args(extra)
+                .args(["--", "curl", &url])
+                .run()?;
+            serde_json::from_str(&out.stdout).with_context(|| format!("not JSON: {out}"))
+        };
+        let e = explain(&[])?;
+        let d = &e["destinations"][0];
+        ensure!(d["rule"] == "dns" && d["address"] == lab.service.to_string(), "explain: {e}");
+        let want = [lab.service, lab.r2, lab.r1].map(|a| a.to_string());
+        ensure!(d["srh"]["segments"] == serde_json::json!(want), "explain: {e}");
+        // --segs comes before DNS.
+        let e = explain(&["--segs", &lab.r1.to_string()])?;
+        ensure!(e["destinations"][0]["rule"] == "SRV6_SEGS", "explain with --segs: {e}");
+        Ok(())
+    });
+}
+
+#[test]
+fn the_agent_lives_as_long_as_the_programs_process_tree() {
+    with_net("dns", "dnsl", |net| {
+        let _lab = Lab::start(net)?;
+        let srv6run = binaries::path("srv6run")?;
+        let agents = || -> Result<usize> {
+            let ss = net.cmd("students", ["ss", "-H", "-l", "-x"]).run()?;
+            Ok(ss.stdout.lines().filter(|l| l.contains("@srv6run-agent-")).count())
+        };
+        // The program exits at once but leaves a child behind: the agent stays for the child.
+        net.cmd("students", [&srv6run]).args(["--dns-paths", "--", "sh", "-c", "sleep 3 >/dev/null 2>&1 &"]).run()?;
+        ensure!(agents()? == 1, "no agent while the program's child lives");
+        srv6pipes_tests::wait_until("the agent to exit after the program's tree", Duration::from_secs(10), || {
+            Ok(agents()? == 0)
+        })?;
+        Ok(())
+    });
+}
