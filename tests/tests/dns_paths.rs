@@ -26,6 +26,8 @@ const FILE: &str = "hello.bin";
 const CURL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on waiting for a flow's last packets to reach a capture after curl exits.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Names resolved at once by the multi-threaded program.
+const MANY: usize = 12;
 /// How long the shim waits for the agent in the failure tests.
 const AGENT_TIMEOUT_MS: u64 = 300;
 
@@ -54,7 +56,7 @@ impl<'a> Lab<'a> {
         let service = "fc00:5::1".parse()?;
         let (r1, r2) = (net.sid("r1")?, net.sid("r2")?);
         let students_path = format!("{r1},{r2}");
-        let students = vec![
+        let mut students = vec![
             format!("www IN AAAA {service}"),
             record_line(&["www", "--segs", &students_path, "--covers", "fc00:5::/64", "--priority", "10"])?,
             // A lower-priority record for other addresses only: never chosen for www's address.
@@ -66,6 +68,12 @@ impl<'a> Lab<'a> {
             // Version 1, but N = 3 segments announced with room for one only.
             format!("bad IN TYPE65300 \\# 40 0100000A00030000{}{}01", "00".repeat(16), "00".repeat(15)),
         ];
+        // Names for the multi-threaded program: each with its own path record.
+        let many = record_line(&["many", "--segs", &students_path])?;
+        for i in 0..MANY {
+            students.push(format!("n{i} IN AAAA {service}"));
+            students.push(many.replacen("many", &format!("n{i}"), 1));
+        }
         let staff = vec![
             format!("www IN AAAA {service}"),
             record_line(&["www", "--segs", &r1.to_string(), "--return-path", "none"])?,
@@ -423,6 +431,44 @@ fn the_agent_lives_as_long_as_the_programs_process_tree() {
         srv6pipes_tests::wait_until("the agent to exit after the program's tree", Duration::from_secs(10), || {
             Ok(agents()? == 0)
         })?;
+        Ok(())
+    });
+}
+
+#[test]
+fn a_multi_threaded_program_resolving_many_names_at_once_follows_every_path() {
+    with_net("dns", "dnsm", |net| {
+        let lab = Lab::start(net)?;
+        let srv6run = binaries::path("srv6run")?;
+        // Python's urllib: getaddrinfo() then connect(), from 12 threads at once.
+        let script = format!(
+            r#"
+import concurrent.futures, urllib.request
+def get(i):
+    with urllib.request.urlopen("http://n%d.{ZONE}:{PORT}/{FILE}" % i, timeout=10) as r:
+        return len(r.read())
+with concurrent.futures.ThreadPoolExecutor({MANY}) as ex:
+    print(sorted(set(ex.map(get, range({MANY})))))
+"#
+        );
+        let log = net.path("shim.log");
+        let out = net
+            .cmd("students", [srv6run])
+            .args(["--dns-paths", "--log"])
+            .arg(&log)
+            .args(["--", "python3", "-c", &script])
+            .timeout(CURL_TIMEOUT)
+            .run()?;
+        ensure!(out.stdout.trim() == "[100000]", "every download complete: {out}");
+        let text = std::fs::read_to_string(&log)?;
+        let lines: Vec<Value> = text.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+        let learned = events(&lines, "dns-paths").iter().filter(|e| e["paths"] == 1).count();
+        ensure!(learned == MANY, "{learned} of {MANY} names learned a path:\n{text}");
+        let want = serde_json::json!([lab.r1.to_string(), lab.r2.to_string()]);
+        let connects = events(&lines, "connect");
+        let steered =
+            connects.iter().filter(|c| c["action"] == "attached" && c["rule"] == "dns" && c["segments"] == want);
+        ensure!(steered.count() == connects.len() && connects.len() >= MANY, "connections:\n{text}");
         Ok(())
     });
 }
