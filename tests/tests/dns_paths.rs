@@ -26,6 +26,9 @@ const FILE: &str = "hello.bin";
 const CURL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on waiting for a flow's last packets to reach a capture after curl exits.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The binding SID r1 owns (topology `dns`), and the proxy function SID it expands into.
+const BSID: &str = "fc00:b6::1";
+const PROXY_SID: &str = "fc00:e2::1:0:0";
 /// Names resolved at once by the multi-threaded program.
 const MANY: usize = 12;
 /// How long the shim waits for the agent in the failure tests.
@@ -68,6 +71,9 @@ impl<'a> Lab<'a> {
             // Version 1, but N = 3 segments announced with room for one only.
             format!("bad IN TYPE65300 \\# 40 0100000A00030000{}{}01", "00".repeat(16), "00".repeat(15)),
         ];
+        // A binding SID: r1 expands it into the proxy chain.
+        students.push(format!("bsid IN AAAA {service}"));
+        students.push(record_line(&["bsid", "--bsid", BSID])?);
         // Names for the multi-threaded program: each with its own path record.
         let many = record_line(&["many", "--segs", &students_path])?;
         for i in 0..MANY {
@@ -469,6 +475,39 @@ with concurrent.futures.ThreadPoolExecutor({MANY}) as ex:
         let steered =
             connects.iter().filter(|c| c["action"] == "attached" && c["rule"] == "dns" && c["segments"] == want);
         ensure!(steered.count() == connects.len() && connects.len() >= MANY, "connections:\n{text}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_binding_sid_from_dns_is_expanded_by_the_access_router_through_a_proxy() {
+    with_net("dns", "dnsb", |net| {
+        let lab = Lab::start(net)?;
+        let students = net.addr("students", "eth0")?;
+        let (bsid, proxy_sid): (Ipv6Addr, Ipv6Addr) = (BSID.parse()?, PROXY_SID.parse()?);
+        let proxy = srv6pipes_tests::proxy::Proxy::start(net, "r2", "fc00:e2::/80", 5001, &[])?;
+        let at_client = net.capture("r1", "eth0")?;
+        let past_r1 = net.capture("r1", "eth1")?;
+        let (out, log, _) = lab.curl("students", "bsid", &["--dns-paths"], &[])?;
+        ensure!(out.status.success(), "{out}\nproxy:\n{}", proxy.stderr());
+        lab.settle(&at_client, students)?;
+        lab.settle(&past_r1, students)?;
+        // The client only knows the binding SID.
+        let packets = read_pcap(&at_client.stop()?)?;
+        let fwd = lab.forward(&packets, students);
+        ensure!(!fwd.is_empty(), "no flow from the client");
+        for p in &fwd {
+            let srh = p.srh_repr().with_context(|| format!("client frame {} has no SRH", p.frame))?;
+            ensure!(srh.segments == [lab.service, bsid], "client frame {}: {:?}", p.frame, srh.segments);
+        }
+        ensure!(events(&log, "connect").iter().any(|c| c["rule"] == "dns" && c["action"] == "attached"), "{log:?}");
+        // Past r1 the SYN goes to the proxy's function SID: End.B6 put the chain in front.
+        let packets = read_pcap(&past_r1.stop()?)?;
+        let syn =
+            lab.forward(&packets, students).into_iter().find(|p| p.has_flags(flags::SYN)).context("no SYN past r1")?;
+        ensure!(syn.dst == proxy_sid, "the SYN past r1 goes to {}, not the proxy {proxy_sid}", syn.dst);
+        let stats = proxy.stats(net)?;
+        ensure!(stats.accepted >= 1, "the proxy accepted no flow: {stats:?}\n{}", proxy.stderr());
         Ok(())
     });
 }
