@@ -3,11 +3,15 @@
 //! per connection, each ended by closing its direction (message format: [`libsrv6sock::wire::agent`]).
 //!
 //! The agent owns the only DNS code: the shim in the host program asks it from `getaddrinfo()` with a
-//! bounded timeout and never resolves anything itself. hickory-resolver's cache keeps answers for their TTL.
+//! bounded timeout and never resolves anything itself. hickory-resolver's cache keeps DNS answers for their
+//! TTL, and the agent keeps each name's encoded reply as long.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::net::Ipv6Addr;
 use std::os::fd::OwnedFd;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use libsrv6sock::wire::agent::{self, EntryRepr, MAX_REPLY, MAX_REQUEST};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,7 +56,7 @@ pub fn run(listener: std::os::unix::net::UnixListener, life: OwnedFd, config: &L
     local.block_on(&rt, async {
         listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(listener)?;
-        let lookup = Rc::new(PathLookup::new(config)?);
+        let agent = Rc::new(Agent { lookup: PathLookup::new(config)?, replies: RefCell::new(HashMap::new()) });
         let mut life = tokio::fs::File::from_std(std::fs::File::from(life));
         let mut byte = [0u8; 1];
         loop {
@@ -61,7 +65,7 @@ pub fn run(listener: std::os::unix::net::UnixListener, life: OwnedFd, config: &L
                 _ = life.read(&mut byte) => return Ok(()),
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
-                        tokio::task::spawn_local(answer(stream, Rc::clone(&lookup)));
+                        tokio::task::spawn_local(answer(stream, Rc::clone(&agent)));
                     }
                 }
             }
@@ -69,9 +73,43 @@ pub fn run(listener: std::os::unix::net::UnixListener, life: OwnedFd, config: &L
     })
 }
 
+/// An encoded reply and until when it may be sent again.
+type CachedReply = (Instant, Rc<[u8]>);
+
+/// The agent's state: the resolver (with hickory's cache of DNS answers) and the replies already encoded,
+/// per name, until their TTL runs out, so that a repeated lookup costs one map access.
+struct Agent {
+    lookup: PathLookup,
+    replies: RefCell<HashMap<String, CachedReply>>,
+}
+
+impl Agent {
+    /// The encoded reply for `name`: from the cache while fresh, else looked up (failures are not cached).
+    async fn reply(&self, name: &str) -> Rc<[u8]> {
+        let now = Instant::now();
+        if let Some((_, r)) = self.replies.borrow().get(name).filter(|(until, _)| *until > now) {
+            return Rc::clone(r);
+        }
+        let mut buf = vec![0u8; MAX_REPLY];
+        let (status, fresh) = match self.lookup.lookup(name).await {
+            Ok(a) => ((agent::STATUS_OK, entries(&a)), Some(Duration::from_secs(a.ttl().into()))),
+            Err(_) => ((agent::STATUS_LOOKUP_FAILED, Vec::new()), None),
+        };
+        let n = agent::emit_reply(status.0, &status.1, &mut buf).unwrap_or(0);
+        buf.truncate(n);
+        let reply: Rc<[u8]> = buf.into();
+        if let Some(ttl) = fresh {
+            let mut replies = self.replies.borrow_mut();
+            replies.retain(|_, (until, _)| *until > now);
+            replies.insert(name.to_string(), (now + ttl, Rc::clone(&reply)));
+        }
+        reply
+    }
+}
+
 /// Read one request, answer it, close. Errors only end this connection (the shim then applies its
 /// failure policy).
-async fn answer(mut stream: UnixStream, lookup: Rc<PathLookup>) {
+async fn answer(mut stream: UnixStream, agent: Rc<Agent>) {
     let mut req = [0u8; MAX_REQUEST + 1];
     let mut len = 0;
     while len < req.len() {
@@ -81,16 +119,10 @@ async fn answer(mut stream: UnixStream, lookup: Rc<PathLookup>) {
             Err(_) => return,
         }
     }
-    let mut reply = vec![0u8; MAX_REPLY];
-    let n = match agent::parse_request(&req[..len]) {
-        Err(_) => agent::emit_reply(agent::STATUS_BAD_REQUEST, &[], &mut reply),
-        Ok(name) => match lookup.lookup(name).await {
-            Ok(a) => agent::emit_reply(agent::STATUS_OK, &entries(&a), &mut reply),
-            Err(_) => agent::emit_reply(agent::STATUS_LOOKUP_FAILED, &[], &mut reply),
-        },
+    let reply: Rc<[u8]> = match agent::parse_request(&req[..len]) {
+        Ok(name) => agent.reply(name).await,
+        Err(_) => Rc::from([agent::VERSION, agent::STATUS_BAD_REQUEST, 0, 0].as_slice()),
     };
-    if let Ok(n) = n {
-        let _ = stream.write_all(&reply[..n]).await;
-        let _ = stream.shutdown().await;
-    }
+    let _ = stream.write_all(&reply).await;
+    let _ = stream.shutdown().await;
 }
