@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use srv6pipes_api::control::{decode_reply, StatsReply};
+use srv6pipes_api::control::{decode_reply, Stats, StatsReply};
 use srv6pipes_tests::{Net, Proc};
 
 use crate::measure::pids_named;
@@ -202,7 +202,7 @@ impl<'a> M1<'a> {
     /// The proxy's counters (`ctl stats --json`) as `{"stats":{…}}`, if it runs and answers with the
     /// counters of `srv6pipes_api::control::Stats`: the reply is decoded as that type, so a renamed
     /// counter is no answer rather than a silent 0.
-    pub fn proxy_stats(&self) -> Option<serde_json::Value> {
+    pub fn proxy_stats(&self) -> Option<Stats> {
         let bin = self.proxy_bin.as_ref()?;
         if !matches!(self.relay, Relay::Proxy { .. }) {
             return None;
@@ -216,8 +216,7 @@ impl<'a> M1<'a> {
             .timeout(T)
             .run()
             .ok()?;
-        let reply = decode_reply::<StatsReply>(&out.stdout).ok()?;
-        serde_json::to_value(reply).ok()
+        decode_reply::<StatsReply>(&out.stdout).ok().map(|r| r.stats)
     }
 }
 

@@ -449,13 +449,15 @@ fn measure_all(
                     check_stop()?;
                     done += 1;
                     let mut s = run_one(net, bins, set, &mut m1, &server, &lua, phase, rep, size, mode)?;
-                    if let Some(stats) = m1.proxy_stats() {
-                        let st = &stats["stats"];
-                        let bad: u64 = ["refused", "connect_failed"].iter().filter_map(|k| st[k].as_u64()).sum();
+                    if let Some(st) = m1.proxy_stats() {
+                        let bad = st.refused + st.connect_failed;
+                        let json = serde_json::to_string(&st)?;
                         if bad > 0 {
-                            eprintln!("srv6pipes-bench: srv6pipes-proxy refused or failed {bad} flow(s) so far: {st}");
+                            eprintln!(
+                                "srv6pipes-bench: srv6pipes-proxy refused or failed {bad} flow(s) so far: {json}"
+                            );
                         }
-                        meta.proxy_stats_sample = Some(st.to_string());
+                        meta.proxy_stats_sample = Some(json);
                     }
                     // The pause doubles as a noise probe: nothing of ours runs, so what is busy is foreign.
                     let settle = Duration::from_millis(200).min(set.pause);

@@ -1,4 +1,4 @@
-//! Attach an SRH to a socket and read it back (DESIGN §4).
+//! Attach an SRH to a socket and read it back (docs/ARCHITECTURE.md §5).
 //!
 //! These calls allocate nothing, so the `LD_PRELOAD` shim can use them inside its hooks.
 

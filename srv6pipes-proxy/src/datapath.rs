@@ -1,4 +1,4 @@
-//! The proxy host's datapath (DESIGN §4): sysctls, a policy-routing rule, a `local ::/0` route and one
+//! The proxy host's datapath (docs/ARCHITECTURE.md §5): sysctls, a policy-routing rule, a `local ::/0` route and one
 //! nftables table (ip6tables chain as fallback).
 //!
 //! It is described once, by [`DatapathConfig::plan`]: a list of [`Step`]s, each knowing the commands
@@ -333,7 +333,7 @@ impl DatapathConfig {
         Ok(())
     }
 
-    /// The nftables ruleset (DESIGN §4).
+    /// The nftables ruleset (docs/ARCHITECTURE.md §5).
     pub fn nft_ruleset(&self) -> String {
         let m = format!("{:#x}", self.mark);
         let mut s = format!(

@@ -1,4 +1,4 @@
-//! srv6pipes-proxy: the transparent SR-aware TCP proxy of SRv6Pipes (DESIGN §4–§5).
+//! srv6pipes-proxy: the transparent SR-aware TCP proxy of SRv6Pipes (docs/ARCHITECTURE.md §5–§6).
 //!
 //! * [`datapath`]: the kernel datapath as a plan of steps (sysctls, ip rule/route, nftables or ip6tables),
 //!   installed and removed.

@@ -1,4 +1,4 @@
-//! Command-line definition (clap derive); `man/srv6run.1` is checked against it by a test.
+//! Command-line definition (clap derive); tests/tests/man_pages.rs checks `man/srv6run.1` against `--help`.
 
 use std::path::PathBuf;
 
@@ -95,33 +95,4 @@ fn parse_fail(s: &str) -> Result<FailMode, String> {
 
 fn parse_proto(s: &str) -> Result<Proto, String> {
     s.parse()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    /// The man page documents exactly the options clap defines (long and short forms).
-    #[test]
-    fn man_page_matches_the_definitions() {
-        let page = include_str!("../../man/srv6run.1");
-        let cmd = Cli::command();
-        let mut defined = vec!["help".to_string(), "version".to_string()];
-        for arg in cmd.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            defined.push(long.to_string());
-            assert!(page.contains(&format!("Fl -{long}")), "man/srv6run.1 does not document --{long}");
-            if let Some(short) = arg.get_short() {
-                assert!(
-                    page.contains(&format!("Fl {short} , Fl -{long}")),
-                    "man/srv6run.1 lacks -{short} for --{long}"
-                );
-            }
-        }
-        for line in page.lines().filter(|l| l.starts_with(".It Fl")) {
-            let long = line.split("Fl -").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default();
-            assert!(defined.iter().any(|d| d == long), "man/srv6run.1 documents --{long}, which srv6run does not have");
-        }
-    }
 }

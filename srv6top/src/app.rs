@@ -211,9 +211,9 @@ impl App {
         let has = |s: String| s.to_lowercase().contains(word);
         has(format!("{} [{}]:{} [{}]:{}", f.key.proto, f.key.client.0, f.key.client.1, f.key.server.0, f.key.server.1))
             || has(f.state.to_string())
-            || f.srh
-                .iter()
-                .chain(&f.return_srh)
+            || f.srh()
+                .into_iter()
+                .chain(f.return_srh())
                 .flat_map(|s| &s.segments)
                 .any(|sid| has(sid.to_string()) || self.functions.call(*sid).is_some_and(|c| has(c.to_string())))
     }
@@ -302,7 +302,7 @@ mod tests {
 
     fn app() -> App {
         let mut table = FlowTable::new(100);
-        for (port, payload) in [(1u16, 10usize), (2, 3000), (3, 500)] {
+        for (port, payload) in [(40001u16, 10usize), (40002, 3000), (40003, 500)] {
             table.observe(Frame::Ipv6(tcp(5, "fc00:1::1", port, "fc00:4::2", 80, tcp_flags::ACK, payload)));
         }
         let functions = Functions::new(SidLayout::default(), vec![], []);
@@ -317,22 +317,22 @@ mod tests {
     #[test]
     fn sort_filter_select_and_pause() {
         let mut app = app();
-        assert_eq!(ports(&app), [2, 3, 1], "bytes, largest first");
+        assert_eq!(ports(&app), [40002, 40003, 40001], "bytes, largest first");
         app.on_key(Key::Char('S'), Duration::ZERO);
-        assert_eq!(ports(&app), [1, 3, 2]);
+        assert_eq!(ports(&app), [40001, 40003, 40002]);
         app.on_key(Key::Down, Duration::ZERO);
-        assert_eq!(app.selected.map(|k| k.client.1), Some(3));
-        for c in "/]:2 ".chars() {
+        assert_eq!(app.selected.map(|k| k.client.1), Some(40003));
+        for c in "/]:40002 ".chars() {
             app.on_key(Key::Char(c), Duration::ZERO);
         }
-        assert_eq!(ports(&app), [1, 3, 2], "not applied before Enter");
+        assert_eq!(ports(&app), [40001, 40003, 40002], "not applied before Enter");
         app.on_key(Key::Enter, Duration::ZERO);
-        assert_eq!(app.filter, "]:2 ");
-        assert_eq!(ports(&app), [2]);
+        assert_eq!(app.filter, "]:40002 ");
+        assert_eq!(ports(&app), [40002]);
         app.on_key(Key::Esc, Duration::ZERO);
         assert_eq!(ports(&app).len(), 3);
         app.on_key(Key::Char(' '), Duration::ZERO);
-        app.table.observe(Frame::Ipv6(tcp(6, "fc00:1::1", 9, "fc00:4::2", 80, tcp_flags::ACK, 1)));
+        app.table.observe(Frame::Ipv6(tcp(6, "fc00:1::1", 40009, "fc00:4::2", 80, tcp_flags::ACK, 1)));
         assert_eq!(ports(&app).len(), 3, "paused: the new flow is not shown");
         app.on_key(Key::Char('p'), Duration::ZERO);
         assert_eq!(ports(&app).len(), 4);

@@ -1,4 +1,4 @@
-//! The command line (documented in srv6top(8), which a test checks against these definitions).
+//! The command line; tests/tests/man_pages.rs checks srv6top(8) against its `--help`.
 
 use std::path::PathBuf;
 
@@ -68,33 +68,4 @@ pub struct Cli {
     /// No colours (also when NO_COLOR is set): selection and marks stay readable by their style.
     #[arg(long)]
     pub no_color: bool,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    /// The man page documents exactly the options clap defines (long and short forms).
-    #[test]
-    fn man_page_matches_the_definitions() {
-        let page = include_str!("../../man/srv6top.8");
-        let cmd = Cli::command();
-        let mut defined = vec!["help".to_string(), "version".to_string()];
-        for arg in cmd.get_arguments() {
-            let Some(long) = arg.get_long() else { continue };
-            defined.push(long.to_string());
-            assert!(page.contains(&format!("Fl -{long}")), "man/srv6top.8 does not document --{long}");
-            if let Some(short) = arg.get_short() {
-                assert!(
-                    page.contains(&format!("Fl {short} , Fl -{long}")),
-                    "man/srv6top.8 lacks -{short} for --{long}"
-                );
-            }
-        }
-        for line in page.lines().filter(|l| l.starts_with(".It Fl")) {
-            let long = line.split("Fl -").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or_default();
-            assert!(defined.iter().any(|d| d == long), "man/srv6top.8 documents --{long}, which srv6top does not have");
-        }
-    }
 }

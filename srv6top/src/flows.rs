@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use libsrv6sock::capture::{tcp_flags, Frame, Packet, Transport};
+use libsrv6sock::capture::{tcp_flags, CapturedSrh, Frame, Packet, Transport};
 use libsrv6sock::wire::srh::SrhRepr;
 use serde::Serialize;
 
@@ -189,10 +189,10 @@ pub struct Flow {
     pub up: DirStats,
     /// Server to client.
     pub down: DirStats,
-    /// The last SRH seen client to server.
-    pub srh: Option<SrhRepr>,
-    /// The last SRH seen server to client.
-    pub return_srh: Option<SrhRepr>,
+    /// The last SRH seen client to server, as captured.
+    pub forward: Option<CapturedSrh>,
+    /// The last SRH seen server to client, as captured.
+    pub reply: Option<CapturedSrh>,
     /// The last active segment seen client to server (the IPv6 destination).
     pub active_segment: Option<Ipv6Addr>,
     /// TCP state.
@@ -204,9 +204,19 @@ pub struct Flow {
 }
 
 impl Flow {
+    /// The last forward SRH, decoded.
+    pub fn srh(&self) -> Option<&SrhRepr> {
+        self.forward.as_ref().map(|c| &c.repr)
+    }
+
+    /// The last reply SRH, decoded.
+    pub fn return_srh(&self) -> Option<&SrhRepr> {
+        self.reply.as_ref().map(|c| &c.repr)
+    }
+
     /// The return path: the TLV's addresses from the forward SRH, if it carries one.
     pub fn return_path(&self) -> Option<&[Ipv6Addr]> {
-        self.srh.as_ref().and_then(SrhRepr::return_path)
+        self.srh().and_then(SrhRepr::return_path)
     }
 
     /// Wire bytes both ways.
@@ -226,8 +236,8 @@ impl Flow {
             last_seen: at,
             up: DirStats::default(),
             down: DirStats::default(),
-            srh: None,
-            return_srh: None,
+            forward: None,
+            reply: None,
             active_segment: None,
             state: if is_tcp { TcpState::Midstream } else { TcpState::None },
             first_packets: Vec::new(),
@@ -263,6 +273,16 @@ impl Flow {
             _ => self.state,
         };
     }
+}
+
+/// Whether the first packet seen of a connection comes from its server: a SYN-ACK does, a SYN does not;
+/// joined in the middle, the server is the side with the lower port (services listen on low or well-known
+/// ports, clients take ephemeral ones).
+fn server_sent(proto: Proto, flags: u8, sport: u16, dport: u16) -> bool {
+    if proto == Proto::Tcp && flags & tcp_flags::SYN != 0 {
+        return flags & tcp_flags::ACK != 0;
+    }
+    sport < dport
 }
 
 /// Counters over everything seen.
@@ -372,17 +392,14 @@ impl FlowTable {
         row.ports = Some((proto, sport, dport));
         row.flags = flags;
         row.payload_len = payload;
-        let srh = p.srh.map(|s| s.repr);
-        let final_dst = srh.as_ref().and_then(SrhRepr::destination).unwrap_or(p.dst);
+        let srh = p.srh;
+        let final_dst = srh.as_ref().and_then(|s| s.repr.destination()).unwrap_or(p.dst);
         let (here, there) = ((p.src, sport), (final_dst, dport));
         let up = FlowKey { proto, client: here, server: there };
         let down = FlowKey { proto, client: there, server: here };
         let (key, dir) = if self.flows.contains_key(&up) {
             (up, Direction::Up)
-        } else if self.flows.contains_key(&down) {
-            (down, Direction::Down)
-        } else if flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN | tcp_flags::ACK {
-            // A SYN-ACK comes from the server.
+        } else if self.flows.contains_key(&down) || server_sent(proto, flags, sport, dport) {
             (down, Direction::Down)
         } else {
             (up, Direction::Up)
@@ -404,9 +421,9 @@ impl FlowTable {
             match dir {
                 Direction::Up => {
                     flow.active_segment = Some(p.dst);
-                    flow.srh = Some(srh);
+                    flow.forward = Some(srh);
                 }
-                Direction::Down => flow.return_srh = Some(srh),
+                Direction::Down => flow.reply = Some(srh),
             }
         }
         row.direction = Some(dir);
@@ -439,7 +456,7 @@ impl FlowTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use libsrv6sock::capture::{CapturedSrh, Tcp};
+    use libsrv6sock::capture::Tcp;
     use libsrv6sock::wire::tlv::TlvRepr;
 
     pub fn a(s: &str) -> Ipv6Addr {
@@ -503,7 +520,7 @@ pub(crate) mod tests {
         assert_eq!((f.up.packets, f.up.payload, f.down.packets, f.down.payload), (2, 100, 2, 1000));
         assert_eq!(f.state, TcpState::Established);
         assert_eq!(f.active_segment, Some(a("fc00:f1::2:0:5a")));
-        assert_eq!(f.srh.as_ref().unwrap().segments_left, 2);
+        assert_eq!(f.srh().unwrap().segments_left, 2);
         assert_eq!(f.return_path().unwrap(), &[a("fc00:f1::2:0:5a"), a("fc00:f2::2:0:5a")]);
         assert_eq!(f.first_packets.len(), 4);
         assert_eq!(t.totals().srv6, 2);
@@ -525,6 +542,20 @@ pub(crate) mod tests {
             assert_eq!(t.flows().next().unwrap().state, want, "after flags {flags:#x}");
         }
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn joined_midstream_the_server_is_the_side_with_the_lower_port() {
+        let mut t = FlowTable::new(100);
+        let segs = ["fc00:4::2", "fc00:f2::2:0:5a"];
+        // A reply first, then the client's steered packet: one flow, the client on the ephemeral port.
+        t.observe(Frame::Ipv6(tcp(1, "fc00:4::2", 8080, "fc00:1::1", 59634, ACK, 1000)));
+        t.observe(Frame::Ipv6(with_srh(tcp(1, "fc00:1::1", 59634, "::", 8080, ACK, 0), &segs, 1, &[])));
+        assert_eq!(t.len(), 1);
+        let f = t.flows().next().unwrap();
+        assert_eq!((f.key.client, f.key.server), ((a("fc00:1::1"), 59634), (a("fc00:4::2"), 8080)));
+        assert_eq!((f.up.packets, f.down.packets, f.state), (1, 1, TcpState::Midstream));
+        assert_eq!(f.srh().map(|s| s.segments_left), Some(1));
     }
 
     #[test]

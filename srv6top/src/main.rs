@@ -123,7 +123,7 @@ fn drain(app: &mut App, feed: &Feed, budget: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < budget {
         match feed.events.try_recv() {
-            Ok(Event::Frame(f)) => app.table.observe(f),
+            Ok(Event::Frames(frames)) => frames.into_iter().for_each(|f| app.table.observe(f)),
             Ok(Event::Ended(r)) => {
                 app.ended = Some(match r {
                     Ok(()) => String::from("end of file"),
@@ -139,13 +139,17 @@ fn drain(app: &mut App, feed: &Feed, budget: Duration) -> bool {
     true
 }
 
-fn one_shot(mut app: App, feed: Feed, cli: &Cli) -> Result<()> {
+fn one_shot(mut app: App, mut feed: Feed, cli: &Cli) -> Result<()> {
     let until = Instant::now() + Duration::from_secs_f64(cli.duration.max(0.0));
     loop {
         if !drain(&mut app, &feed, DRAIN_BUDGET) {
             break;
         }
         if app.source.live && Instant::now() >= until {
+            // What was captured up to now, and only that, goes into the report (and into -w's file).
+            feed.stop_capture();
+            // The threads have ended and dropped their senders: this ends once the channel is empty.
+            while drain(&mut app, &feed, DRAIN_BUDGET) {}
             break;
         }
         std::thread::sleep(Duration::from_millis(1));

@@ -151,8 +151,8 @@ fn flow(app: &App, f: &Flow, now: Duration) -> FlowReport {
         DirReport { packets: s.packets, bytes: s.bytes, payload: s.payload, rate: s.rate.per_second(now) }
     };
     let functions = f
-        .srh
-        .iter()
+        .srh()
+        .into_iter()
         .flat_map(|s| s.segments.iter())
         .filter_map(|sid| {
             app.functions.call(*sid).map(|c| FunctionReport {
@@ -170,12 +170,12 @@ fn flow(app: &App, f: &Flow, now: Duration) -> FlowReport {
         client_port: f.key.client.1,
         server: f.key.server.0,
         server_port: f.key.server.1,
-        segments: f.srh.as_ref().map(|s| s.segments.clone()),
-        segments_left: f.srh.as_ref().map(|s| s.segments_left),
+        segments: f.srh().map(|s| s.segments.clone()),
+        segments_left: f.srh().map(|s| s.segments_left),
         active_segment: f.active_segment,
         functions,
         return_path: f.return_path().map(<[Ipv6Addr]>::to_vec),
-        return_segments: f.return_srh.as_ref().map(|s| s.segments.clone()),
+        return_segments: f.return_srh().map(|s| s.segments.clone()),
         up: dir(Direction::Up),
         down: dir(Direction::Down),
         state: f.state,

@@ -11,8 +11,12 @@ use std::time::{Duration, Instant};
 
 use libsrv6sock::capture::{decode_frame, Frame, LinkType, PcapFile};
 
-/// Frames in flight between the capture threads and the monitor.
-const CHANNEL_FRAMES: usize = 65_536;
+/// Frames handed over at once: one channel operation per batch, not per packet.
+const BATCH: usize = 512;
+/// Batches in flight between the capture threads and the monitor (about 64 Ki frames).
+const CHANNEL_BATCHES: usize = 128;
+/// The longest a live frame waits in a partial batch, so that a trickle of packets is shown promptly.
+const BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How long a capture thread waits for a packet before it checks whether to stop.
 const READ_TIMEOUT_MS: i32 = 100;
 /// How often a live capture reads the kernel's drop counter.
@@ -21,8 +25,8 @@ const STATS_INTERVAL: Duration = Duration::from_millis(500);
 /// What a capture thread tells the monitor.
 #[derive(Debug)]
 pub enum Event {
-    /// A decoded frame.
-    Frame(Frame),
+    /// Decoded frames, in capture order.
+    Frames(Vec<Frame>),
     /// The source ended: a file was read to its end, or a capture failed (the reason).
     Ended(Result<(), String>),
 }
@@ -59,6 +63,16 @@ impl Feed {
     /// Packets the kernel dropped before libpcap got them.
     pub fn kernel_dropped(&self) -> u64 {
         self.kernel_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stop capturing and wait for the live capture threads; what they captured stays in `events`, so that a
+    /// report covers exactly what `-w` wrote. Only for live captures or a file read to its end: a file reader
+    /// blocked on a full channel would never finish.
+    pub fn stop_capture(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 
     /// Stop the capture threads and wait for them (the pcap file being written is complete after this).
@@ -115,20 +129,25 @@ pub enum SourceError {
 /// Read `path` in a thread; the file is never sampled: the thread waits when the monitor is busy.
 pub fn open_file(path: &Path) -> Result<Feed, SourceError> {
     let file = PcapFile::open(path)?;
-    let (tx, rx) = sync_channel(CHANNEL_FRAMES);
+    let (tx, rx) = sync_channel(CHANNEL_BATCHES);
     let thread = std::thread::spawn(move || {
+        let mut batch = Vec::with_capacity(BATCH);
         for frame in file {
-            let event = match frame {
-                Ok(f) => Event::Frame(f),
+            match frame {
+                Ok(f) => batch.push(f),
                 Err(e) => {
+                    let _ = tx.send(Event::Frames(batch));
                     let _ = tx.send(Event::Ended(Err(e.to_string())));
                     return;
                 }
-            };
-            if tx.send(event).is_err() {
+            }
+            if batch.len() == BATCH
+                && tx.send(Event::Frames(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))).is_err()
+            {
                 return;
             }
         }
+        let _ = tx.send(Event::Frames(batch));
         let _ = tx.send(Event::Ended(Ok(())));
     });
     Ok(Feed {
@@ -145,7 +164,7 @@ pub fn open_live(opts: &LiveOptions) -> Result<Feed, SourceError> {
     if opts.write.is_some() && opts.interfaces.len() > 1 {
         return Err(SourceError::WriteSeveral);
     }
-    let (tx, rx) = sync_channel(CHANNEL_FRAMES);
+    let (tx, rx) = sync_channel(CHANNEL_BATCHES);
     let dropped = Arc::new(AtomicU64::new(0));
     let kernel_dropped = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -214,6 +233,8 @@ fn capture_loop(mut c: Interface, shared: &Shared) {
     let mut frame = 0;
     let mut last_stats = Instant::now();
     let mut kernel_seen = 0;
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut batch_started = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         match c.capture.next_packet() {
             Ok(p) => {
@@ -225,19 +246,28 @@ fn capture_loop(mut c: Interface, shared: &Shared) {
                     u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
                     u32::try_from(p.header.ts.tv_usec).unwrap_or(0).min(999_999) * 1000,
                 );
-                let decoded = decode_frame(c.link, frame, ts, p.header.len, p.data);
-                match shared.tx.try_send(Event::Frame(decoded)) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(_)) => {
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(TrySendError::Disconnected(_)) => return,
+                if batch.is_empty() {
+                    batch_started = Instant::now();
                 }
+                batch.push(decode_frame(c.link, frame, ts, p.header.len, p.data));
             }
             Err(pcap::Error::TimeoutExpired) => {}
             Err(e) => {
+                let _ = shared.tx.send(Event::Frames(batch));
                 let _ = shared.tx.send(Event::Ended(Err(format!("{}: {e}", c.name))));
                 return;
+            }
+        }
+        if batch.len() == BATCH || (!batch.is_empty() && batch_started.elapsed() >= BATCH_DELAY) {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+            let n = full.len() as u64;
+            match shared.tx.try_send(Event::Frames(full)) {
+                Ok(()) => {}
+                // The monitor is behind: drop and count rather than queue without end.
+                Err(TrySendError::Full(_)) => {
+                    shared.dropped.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(TrySendError::Disconnected(_)) => return,
             }
         }
         if last_stats.elapsed() >= STATS_INTERVAL {
@@ -251,6 +281,10 @@ fn capture_loop(mut c: Interface, shared: &Shared) {
                 let _ = save.flush();
             }
         }
+    }
+    let n = batch.len() as u64;
+    if n > 0 && shared.tx.try_send(Event::Frames(batch)).is_err() {
+        shared.dropped.fetch_add(n, Ordering::Relaxed);
     }
     if let Some(save) = &mut c.save {
         let _ = save.flush();

@@ -15,6 +15,7 @@ use crate::app::{App, View};
 use crate::flows::{Flow, PacketRow};
 use crate::format::{addr_port, bytes, duration, flags, rate, segments_in_visit_order};
 use libsrv6sock::wire::srh::SrhRepr;
+use libsrv6sock::wire::tlv::{TlvRepr, TYPE_PAD1};
 
 /// Key help, as the overlay shows it.
 pub const HELP: &[(&str, &str)] = &[
@@ -101,7 +102,7 @@ fn footer_line(app: &App) -> Line<'static> {
 }
 
 /// The flow table's columns: header and width. Addresses and waypoints share what the counters leave.
-const FLOW_COLUMNS: [(&str, Constraint); 11] = [
+const FLOW_COLUMNS: [(&str, Constraint); 12] = [
     ("PROTO", Constraint::Length(5)),
     ("CLIENT", Constraint::Fill(3)),
     ("SERVER", Constraint::Fill(3)),
@@ -113,6 +114,7 @@ const FLOW_COLUMNS: [(&str, Constraint); 11] = [
     ("BYTES ↑/↓", Constraint::Length(13)),
     ("RATE ↑/↓", Constraint::Length(15)),
     ("STATE", Constraint::Length(9)),
+    ("AGE", Constraint::Length(6)),
 ];
 
 fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
@@ -124,18 +126,18 @@ fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
     let header =
         Row::new(FLOW_COLUMNS.iter().map(|(h, _)| Cell::from(*h))).style(Style::default().add_modifier(Modifier::BOLD));
     let body = rows.iter().map(|flow| {
-        let (segs, sl) = match &flow.srh {
+        let (segs, sl) = match flow.srh() {
             Some(srh) => (waypoint_text(srh, flow.active_segment), srh.segments_left.to_string()),
             None => (String::from("-"), String::from("-")),
         };
         let calls: Vec<String> = flow
-            .srh
-            .iter()
+            .srh()
+            .into_iter()
             .flat_map(|s| s.segments.iter())
             .filter_map(|sid| app.functions.call(*sid))
             .map(|c| c.to_string())
             .collect();
-        let ret = match (flow.return_path(), &flow.return_srh) {
+        let ret = match (flow.return_path(), flow.return_srh()) {
             (Some(p), _) => format!("tlv:{}", p.len()),
             (None, Some(_)) => String::from("srh"),
             (None, None) => String::from("-"),
@@ -152,6 +154,7 @@ fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
             Cell::from(format!("{}/{}", bytes(flow.up.bytes), bytes(flow.down.bytes))),
             Cell::from(format!("{}/{}", rate(flow.up.rate.per_second(now)), rate(flow.down.rate.per_second(now)))),
             Cell::from(flow.state.to_string()),
+            Cell::from(duration(now.saturating_sub(flow.first_seen))),
         ])
     });
     let table = Table::new(body, FLOW_COLUMNS.iter().map(|(_, w)| *w))
@@ -198,8 +201,9 @@ fn detail<'a>(app: &'a App, flow: Option<&'a Flow>, now: Duration) -> Paragraph<
             duration(now.saturating_sub(flow.last_seen))
         )),
     ])];
-    for (name, srh) in [("forward SRH", &flow.srh), ("return SRH", &flow.return_srh)] {
-        let Some(srh) = srh else { continue };
+    for (name, captured) in [("forward SRH", &flow.forward), ("return SRH", &flow.reply)] {
+        let Some(captured) = captured else { continue };
+        let srh = &captured.repr;
         lines.push(Line::from(format!(
             "{name}: segments left {}, last entry {}, flags {:#04x}, tag {}",
             srh.segments_left,
@@ -214,8 +218,16 @@ fn detail<'a>(app: &'a App, flow: Option<&'a Flow>, now: Duration) -> Paragraph<
             let style = if mark == "▶" { bold } else { Style::default() };
             lines.push(Line::styled(text, style));
         }
-        for tlv in &srh.tlvs {
-            lines.push(Line::from(format!("    TLV {}", crate::format::tlv(tlv))));
+        // Every TLV as on the wire, padding included (the decoded header keeps only the others).
+        let view = captured.view();
+        for tlv in view.tlvs().flatten() {
+            let text = match TlvRepr::parse(&tlv, view.tlv_offset()) {
+                Ok(Some(t)) => crate::format::tlv(&t),
+                Ok(None) if tlv.tlv_type == TYPE_PAD1 => String::from("0 Pad1"),
+                Ok(None) => format!("{} PadN, {} bytes", tlv.tlv_type, tlv.value.len()),
+                Err(e) => format!("{}: {e}", tlv.tlv_type),
+            };
+            lines.push(Line::from(format!("    TLV at byte {}: {text}", view.tlv_offset() + tlv.offset)));
         }
     }
     for (socket, p) in app.proxies.joined(&flow.key) {
