@@ -12,23 +12,11 @@ use libsrv6sock::policy::FailMode;
 use libsrv6sock::wire::agent::{self, AgentReply, MAX_REPLY, MAX_REQUEST};
 
 use crate::state::{AgentAddr, Shim};
+use crate::log::Failure;
 use crate::{learned, log, real};
 
 /// How long connections to a name's addresses are refused after the agent failed, with `SRV6_FAIL=closed`.
 const REFUSE_MS: u64 = 10_000;
-
-/// Why the agent gave no answer.
-#[derive(Debug, Clone, Copy)]
-pub enum Failure {
-    /// The socket could not be reached (errno).
-    Unreachable(c_int),
-    /// No complete answer within the timeout.
-    Timeout,
-    /// The answer was malformed (offset of the fault).
-    Garbage(usize),
-    /// The agent's DNS lookup failed.
-    LookupFailed,
-}
 
 type SocketFn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;

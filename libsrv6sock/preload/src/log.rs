@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use libc::c_int;
 use libsrv6sock::policy::{FailMode, Proto, Rule};
 
-use crate::agent::Failure;
 use crate::output;
 use libsrv6sock::wire::srh::Srh;
 
@@ -207,6 +206,19 @@ pub fn decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, rule: Option
         }
         l.write_str("}")
     });
+}
+
+/// Why the resolver agent gave no answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    /// The socket could not be reached (errno).
+    Unreachable(c_int),
+    /// No complete answer within the timeout.
+    Timeout,
+    /// The answer was malformed (offset of the fault).
+    Garbage(usize),
+    /// The agent's DNS lookup failed.
+    LookupFailed,
 }
 
 /// Log what the resolver agent taught about `name`: how many of its addresses have a path.
