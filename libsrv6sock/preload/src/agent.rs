@@ -11,8 +11,8 @@ use libc::{addrinfo, c_char, c_int, sockaddr, socklen_t};
 use libsrv6sock::policy::FailMode;
 use libsrv6sock::wire::agent::{self, AgentReply, MAX_REPLY, MAX_REQUEST};
 
-use crate::state::{AgentAddr, Shim};
 use crate::log::Failure;
+use crate::state::{AgentAddr, Shim};
 use crate::{learned, log, real};
 
 /// How long connections to a name's addresses are refused after the agent failed, with `SRV6_FAIL=closed`.
