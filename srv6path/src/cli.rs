@@ -43,6 +43,20 @@ pub enum Command {
         #[arg(short, long, value_name = "SECONDS")]
         ttl: Option<u32>,
     },
+    /// Run the system-wide resolver agent: answer libsrv6sock.so in programs preloaded by hand (without
+    /// srv6run --dns-paths) with the paths DNS gives their names.
+    Agent {
+        /// The socket to listen on (created mode 0666; an existing one is replaced).
+        #[arg(short = 'S', long, value_name = "PATH", default_value = libsrv6sock::wire::agent::SYSTEM_SOCKET)]
+        socket: std::path::PathBuf,
+        /// The DNS server to ask (ADDR or [ADDR]:PORT) instead of those of /etc/resolv.conf.
+        #[arg(long, value_name = "ADDR")]
+        server: Option<String>,
+        /// How long each DNS query may take, in milliseconds (keep it below the shim's
+        /// SRV6_AGENT_TIMEOUT_MS, 500 by default).
+        #[arg(long, value_name = "MS", default_value = "250", value_parser = crate::parse_millis)]
+        timeout: Duration,
+    },
     /// Ask NAME's AAAA and path records and print the addresses with the path each gets.
     Query {
         /// The name to look up.
@@ -64,6 +78,7 @@ Examples:
   srv6path record www --segs fc00:f1::2:0:5a,fc00:f2::1:0:0 --covers fc00:4::/64 --priority 10
   srv6path record www --bsid fc00:b6::1
   srv6path query www.example.test --server fc00:d1::1
+  srv6path agent            (system-wide agent, see srv6pipes-agent.service)
 
 Exit status of query: 0, 1 if a record was invalid, 2 on errors.
 See srv6path(1) and srv6-path(5).";

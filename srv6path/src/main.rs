@@ -1,5 +1,5 @@
-//! `srv6path`: write SRv6 path records as zone-file lines, and query a name's addresses and decoded paths
-//! (`srv6path(1)`, `srv6-path(5)`).
+//! `srv6path`: write SRv6 path records as zone-file lines, query a name's addresses and decoded paths, and
+//! run the system-wide resolver agent (`srv6path(1)`, `srv6-path(5)`).
 
 use std::net::Ipv6Addr;
 use std::process::ExitCode;
@@ -54,6 +54,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let record = PathRecord { priority, covers, route, return_path };
             println!("{}", zone_line(&name, ttl, &record)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent { socket, server, timeout } => {
+            let server =
+                server.map(|s| parse_server(&s)).transpose().map_err(anyhow::Error::msg).context("--server")?;
+            match std::fs::remove_file(&socket) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing the old {}", socket.display()))
+                }
+                _ => {}
+            }
+            let listener = std::os::unix::net::UnixListener::bind(&socket)
+                .with_context(|| format!("listening on {}", socket.display()))?;
+            // Any user's programs may ask: the answers are what DNS tells anyone.
+            std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+            srv6pipes_dns::agent::run(listener, None, &LookupConfig { server, timeout })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Query { name, server, timeout, json } => {

@@ -48,21 +48,25 @@ pub fn entries(answer: &Answer) -> Vec<EntryRepr> {
 }
 
 /// Serve on `listener` until `life` (the read end of a pipe whose write end only the program's processes
-/// hold) reports end of file: the program's whole process tree is gone. Blocks; builds its own
-/// current-thread runtime.
-pub fn run(listener: std::os::unix::net::UnixListener, life: OwnedFd, config: &LookupConfig) -> Result<(), AgentError> {
+/// hold) reports end of file: the program's whole process tree is gone; without `life` (the system-wide
+/// agent), until the process is stopped. Blocks; builds its own current-thread runtime.
+pub fn run(
+    listener: std::os::unix::net::UnixListener,
+    life: Option<OwnedFd>,
+    config: &LookupConfig,
+) -> Result<(), AgentError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async {
         listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(listener)?;
         let agent = Rc::new(Agent { lookup: PathLookup::new(config)?, replies: RefCell::new(HashMap::new()) });
-        let mut life = tokio::fs::File::from_std(std::fs::File::from(life));
+        let mut life = life.map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)));
         let mut byte = [0u8; 1];
         loop {
             tokio::select! {
                 // EOF (or an error): every process that held the write end has exited.
-                _ = life.read(&mut byte) => return Ok(()),
+                _ = async { life.as_mut()?.read(&mut byte).await.ok() }, if life.is_some() => return Ok(()),
                 accepted = listener.accept() => {
                     if let Ok((stream, _)) = accepted {
                         tokio::task::spawn_local(answer(stream, Rc::clone(&agent)));

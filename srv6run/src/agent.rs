@@ -73,7 +73,7 @@ fn serve(listener: UnixListener, life: OwnedFd, config: &LookupConfig) -> ! {
             }
         }
     }
-    let code = i32::from(srv6pipes_dns::agent::run(listener, life, config).is_err());
+    let code = i32::from(srv6pipes_dns::agent::run(listener, Some(life), config).is_err());
     // SAFETY: ending the agent without running inherited exit handlers.
     unsafe { libc::_exit(code) }
 }

@@ -511,3 +511,38 @@ fn a_binding_sid_from_dns_is_expanded_by_the_access_router_through_a_proxy() {
         Ok(())
     });
 }
+
+#[test]
+fn the_system_wide_agent_serves_a_program_preloaded_by_hand() {
+    with_net("dns", "dnsa", |net| {
+        let lab = Lab::start(net)?;
+        let students = net.addr("students", "eth0")?;
+        let socket = net.path("agent.sock");
+        let mut agent =
+            net.cmd("students", [binaries::path("srv6path")?]).arg("agent").arg("--socket").arg(&socket).spawn()?;
+        agent.wait_until("the agent's socket", Duration::from_secs(10), |_| Ok(socket.exists()))?;
+        let on_r2 = net.capture("r2", "eth0")?;
+        let log = net.path("shim.log");
+        let url = format!("http://www.{ZONE}:{PORT}/{FILE}");
+        // No srv6run: the shim preloaded by hand, told where the agent is.
+        let out = net
+            .cmd("students", ["curl", "-sS", "--noproxy", "*", "--max-time", "10", "-o", "/dev/null", &url])
+            .env("LD_PRELOAD", binaries::path("libsrv6sock.so")?)
+            .env("SRV6_AGENT", &socket)
+            .env("SRV6_LOG", &log)
+            .timeout(CURL_TIMEOUT)
+            .run()?;
+        lab.settle(&on_r2, students)?;
+        let packets = read_pcap(&on_r2.stop()?)?;
+        let fwd = lab.forward(&packets, students);
+        ensure!(!fwd.is_empty(), "nothing crossed r2: {out}");
+        for p in &fwd {
+            let srh = p.srh_repr().with_context(|| format!("frame {} on r2 has no SRH", p.frame))?;
+            ensure!(srh.segments == [lab.service, lab.r2, lab.r1], "frame {}: {:?}", p.frame, srh.segments);
+        }
+        let text = std::fs::read_to_string(&log)?;
+        ensure!(text.contains("\"rule\":\"dns\"") && text.contains("\"attached\""), "shim log:\n{text}");
+        agent.ensure_running()?;
+        Ok(())
+    });
+}

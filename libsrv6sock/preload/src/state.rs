@@ -29,9 +29,15 @@ pub struct AgentAddr {
     pub timeout_ms: u64,
 }
 
-/// The agent's address from `SRV6_AGENT` and `SRV6_AGENT_TIMEOUT_MS`.
+/// The agent's address from `SRV6_AGENT` (unset: the system-wide agent's socket if it exists; empty: none)
+/// and `SRV6_AGENT_TIMEOUT_MS`.
 fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<AgentAddr>, String> {
-    let Some(name) = env(agent::ENV_AGENT).filter(|n| !n.is_empty()) else { return Ok(None) };
+    let name = match env(agent::ENV_AGENT) {
+        Some(n) if n.is_empty() => return Ok(None),
+        Some(n) => n,
+        None if std::path::Path::new(agent::SYSTEM_SOCKET).exists() => agent::SYSTEM_SOCKET.to_string(),
+        None => return Ok(None),
+    };
     let timeout_ms = match env(agent::ENV_AGENT_TIMEOUT) {
         None => agent::DEFAULT_TIMEOUT_MS,
         Some(t) => {

@@ -15,8 +15,12 @@ use std::net::Ipv6Addr;
 
 use super::srh::Srh;
 
-/// Environment variable: the agent's socket, `@NAME` for an abstract one or a path; unset: no agent.
+/// Environment variable: the agent's socket, `@NAME` for an abstract one or a path; unset: the system-wide
+/// agent if its socket exists ([`SYSTEM_SOCKET`]); empty: no agent.
 pub const ENV_AGENT: &str = "SRV6_AGENT";
+/// The system-wide agent's socket (`srv6path agent`, `srv6pipes-agent.service`), which the shim asks when
+/// `SRV6_AGENT` is unset and this socket exists.
+pub const SYSTEM_SOCKET: &str = "/run/srv6pipes/agent.sock";
 /// Environment variable: how long the shim waits for the agent, in milliseconds.
 pub const ENV_AGENT_TIMEOUT: &str = "SRV6_AGENT_TIMEOUT_MS";
 /// Default of [`ENV_AGENT_TIMEOUT`].
