@@ -4,7 +4,7 @@
 //!
 //! The agent owns the only DNS code: the shim in the host program asks it from `getaddrinfo()` with a
 //! bounded timeout and never resolves anything itself. hickory-resolver's cache keeps DNS answers for their
-//! TTL, and the agent keeps each name's encoded reply as long.
+//! TTL, and the agent keeps each name's reply entries as long (sent with the TTL left).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ pub fn run(
     local.block_on(&rt, async {
         listener.set_nonblocking(true)?;
         let listener = UnixListener::from_std(listener)?;
-        let agent = Rc::new(Agent { lookup: PathLookup::new(config)?, replies: RefCell::new(HashMap::new()) });
+        let agent = Rc::new(Agent { lookup: PathLookup::new(config)?, answers: RefCell::new(HashMap::new()) });
         let mut life = life.map(|fd| tokio::fs::File::from_std(std::fs::File::from(fd)));
         let mut byte = [0u8; 1];
         loop {
@@ -77,37 +77,45 @@ pub fn run(
     })
 }
 
-/// An encoded reply and until when it may be sent again.
-type CachedReply = (Instant, Rc<[u8]>);
+/// A name's reply entries and until when they hold.
+type CachedEntries = (Instant, Rc<[EntryRepr]>);
 
-/// The agent's state: the resolver (with hickory's cache of DNS answers) and the replies already encoded,
-/// per name, until their TTL runs out, so that a repeated lookup costs one map access.
+/// The agent's state: the resolver (with hickory's cache of DNS answers) and, per name, the reply entries
+/// with their SRHs already built, until the answer's TTL runs out, so that a repeated lookup costs one map
+/// access and an encoding.
 struct Agent {
     lookup: PathLookup,
-    replies: RefCell<HashMap<String, CachedReply>>,
+    answers: RefCell<HashMap<String, CachedEntries>>,
 }
 
 impl Agent {
-    /// The encoded reply for `name`: from the cache while fresh, else looked up (failures are not cached).
-    async fn reply(&self, name: &str) -> Rc<[u8]> {
+    /// The encoded reply for `name`, from the cache while fresh (with the TTL left), else looked up
+    /// (failures are not cached).
+    async fn reply(&self, name: &str) -> Vec<u8> {
         let now = Instant::now();
-        if let Some((_, r)) = self.replies.borrow().get(name).filter(|(until, _)| *until > now) {
-            return Rc::clone(r);
-        }
-        let mut buf = vec![0u8; MAX_REPLY];
-        let (status, fresh) = match self.lookup.lookup(name).await {
-            Ok(a) => ((agent::STATUS_OK, entries(&a)), Some(Duration::from_secs(a.ttl().into()))),
-            Err(_) => ((agent::STATUS_LOOKUP_FAILED, Vec::new()), None),
+        let cached = self.answers.borrow().get(name).filter(|(until, _)| *until > now).cloned();
+        let (status, entries, until) = match cached {
+            Some((until, entries)) => (agent::STATUS_OK, entries, until),
+            None => match self.lookup.lookup(name).await {
+                Ok(a) => {
+                    let until = now + Duration::from_secs(a.ttl().into());
+                    let entries: Rc<[EntryRepr]> = entries(&a).into();
+                    let mut answers = self.answers.borrow_mut();
+                    answers.retain(|_, (u, _)| *u > now);
+                    answers.insert(name.to_string(), (until, Rc::clone(&entries)));
+                    (agent::STATUS_OK, entries, until)
+                }
+                Err(_) => (agent::STATUS_LOOKUP_FAILED, Rc::from([]), now),
+            },
         };
-        let n = agent::emit_reply(status.0, &status.1, &mut buf).unwrap_or(0);
+        // Seconds left, rounded up: an answer about to expire still steers the connection made right now.
+        let left = until.saturating_duration_since(Instant::now()).as_millis().div_ceil(1000);
+        let ttl = u32::try_from(left).unwrap_or(u32::MAX);
+        let fresh: Vec<EntryRepr> = entries.iter().map(|e| EntryRepr { ttl, ..e.clone() }).collect();
+        let mut buf = vec![0u8; MAX_REPLY];
+        let n = agent::emit_reply(status, &fresh, &mut buf).unwrap_or(0);
         buf.truncate(n);
-        let reply: Rc<[u8]> = buf.into();
-        if let Some(ttl) = fresh {
-            let mut replies = self.replies.borrow_mut();
-            replies.retain(|_, (until, _)| *until > now);
-            replies.insert(name.to_string(), (now + ttl, Rc::clone(&reply)));
-        }
-        reply
+        buf
     }
 }
 
@@ -123,9 +131,9 @@ async fn answer(mut stream: UnixStream, agent: Rc<Agent>) {
             Err(_) => return,
         }
     }
-    let reply: Rc<[u8]> = match agent::parse_request(&req[..len]) {
+    let reply = match agent::parse_request(&req[..len]) {
         Ok(name) => agent.reply(name).await,
-        Err(_) => Rc::from([agent::VERSION, agent::STATUS_BAD_REQUEST, 0, 0].as_slice()),
+        Err(_) => vec![agent::VERSION, agent::STATUS_BAD_REQUEST, 0, 0],
     };
     let _ = stream.write_all(&reply).await;
     let _ = stream.shutdown().await;

@@ -165,8 +165,9 @@ impl PathLookup {
 }
 
 fn ttl_of(l: &hickory_resolver::lookup::Lookup) -> u32 {
+    // Rounded up: a record with 0.7 s left is still valid now.
     let left = l.valid_until().saturating_duration_since(std::time::Instant::now());
-    u32::try_from(left.as_secs()).unwrap_or(u32::MAX)
+    u32::try_from(left.as_millis().div_ceil(1000)).unwrap_or(u32::MAX)
 }
 
 fn query_error(name: &str, rr_type: &str, source: ResolveError) -> LookupError {
