@@ -65,6 +65,9 @@ impl<'a> Lab<'a> {
             // A lower-priority record for other addresses only: never chosen for www's address.
             record_line(&["www", "--segs", &r2.to_string(), "--covers", "fc00:6::/64", "--priority", "1"])?,
             format!("plain IN AAAA {service}"),
+            // A record for other addresses only.
+            format!("other IN AAAA {service}"),
+            record_line(&["other", "--segs", &students_path, "--covers", "fc00:6::/64"])?,
             format!("short {SHORT_TTL} IN AAAA {service}"),
             record_line(&["short", "--segs", &students_path, "--ttl", &SHORT_TTL.to_string()])?,
             format!("bad IN AAAA {service}"),
@@ -265,19 +268,32 @@ fn curl_follows_the_chain_dns_gives_each_client_prefix() {
 }
 
 #[test]
-fn a_name_without_a_path_record_is_not_steered() {
+fn a_name_without_a_path_for_its_address_gets_none_or_the_policy_rule() {
     with_net("dns", "dnsn", |net| {
         let lab = Lab::start(net)?;
         let students = net.addr("students", "eth0")?;
-        let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {students}"))?;
-        let (out, log, _) = lab.curl("students", "plain", &["--dns-paths"], &[])?;
-        ensure!(out.status.success(), "{out}");
-        lab.settle(&direct, students)?;
-        let packets = read_pcap(&direct.stop()?)?;
-        let fwd = lab.forward(&packets, students);
-        ensure!(!fwd.is_empty() && fwd.iter().all(|p| p.srh.is_none()), "plain's flow: {fwd:#?}");
-        ensure!(events(&log, "connect").iter().all(|c| c["action"] == "no-match"), "shim log: {log:?}");
-        ensure!(events(&log, "dns-paths").iter().any(|e| e["paths"] == 0), "shim log: {log:?}");
+        // No record at all; a record that covers other addresses only.
+        for name in ["plain", "other"] {
+            let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {students}"))?;
+            let (out, log, _) = lab.curl("students", name, &["--dns-paths"], &[])?;
+            ensure!(out.status.success(), "{name}: {out}");
+            lab.settle(&direct, students)?;
+            let packets = read_pcap(&direct.stop()?)?;
+            let fwd = lab.forward(&packets, students);
+            ensure!(!fwd.is_empty() && fwd.iter().all(|p| p.srh.is_none()), "{name}'s flow: {fwd:#?}");
+            ensure!(events(&log, "connect").iter().all(|c| c["action"] == "no-match"), "{name}: shim log: {log:?}");
+            ensure!(events(&log, "dns-paths").iter().any(|e| e["paths"] == 0), "{name}: shim log: {log:?}");
+        }
+        // With a policy file: its rule steers the name without a path; a path from DNS comes before it.
+        let policy = net.path("policy.toml");
+        std::fs::write(&policy, format!("[[rule]]\ndst = \"{}/128\"\nsegments = [\"{}\"]\n", lab.service, lab.r1))?;
+        let policy = policy.display().to_string();
+        for (name, rule) in [("plain", format!("{policy} rule #1")), ("www", "dns".to_string())] {
+            let (out, log, _) = lab.curl("students", name, &["--dns-paths", "--policy", &policy], &[])?;
+            ensure!(out.status.success(), "{name}: {out}");
+            let connects = events(&log, "connect");
+            ensure!(connects.iter().all(|c| c["action"] == "attached" && c["rule"] == rule), "{name}: {log:?}");
+        }
         Ok(())
     });
 }
