@@ -43,7 +43,7 @@ pub enum ControlError {
     #[error("malformed control message: {0}")]
     Malformed(serde_json::Error),
     /// A request line names no known command.
-    #[error("unknown request {0:?}: flows, stats, modules, version, load PATH, unload NAME")]
+    #[error("unknown request {0:?}: flows, stats, modules, version, load PATH, unload NAME, drain [SECS]")]
     UnknownRequest(String),
     /// The proxy answered `"ok":false`.
     #[error("{0}")]
@@ -78,6 +78,16 @@ pub enum Request {
         /// Module name.
         name: String,
     },
+    /// Drain: refuse new flows, let open ones finish until the deadline, then stop: [`DrainReply`].
+    Drain {
+        /// Deadline in seconds from now (`None`: the proxy's `--drain-timeout`).
+        #[serde(default)]
+        timeout_s: Option<u64>,
+        /// A newer proxy took the datapath over (`--takeover`): close the listeners too, so that it gets
+        /// every new flow, and leave the datapath in place at exit.
+        #[serde(default)]
+        handover: bool,
+    },
 }
 
 impl Request {
@@ -95,6 +105,11 @@ impl Request {
             ("version", "") => Ok(Request::Version),
             ("load", p) if !p.is_empty() => Ok(Request::Load { path: p.into() }),
             ("unload", n) if !n.is_empty() => Ok(Request::Unload { name: n.into() }),
+            ("drain", "") => Ok(Request::Drain { timeout_s: None, handover: false }),
+            ("drain", t) => match t.parse() {
+                Ok(t) => Ok(Request::Drain { timeout_s: Some(t), handover: false }),
+                Err(_) => Err(ControlError::UnknownRequest(line.into())),
+            },
             _ => Err(ControlError::UnknownRequest(line.into())),
         }
     }
@@ -201,6 +216,16 @@ pub struct Stats {
     pub refused_unknown_function: u64,
     /// Refused: the function's spawn or a socket call failed.
     pub refused_spawn: u64,
+    /// Refused: the next segment (or the destination, segments left 0) is one of the proxy's own SIDs.
+    pub refused_own_sid: u64,
+    /// Refused: the proxy was draining or stopping.
+    pub refused_draining: u64,
+    /// Refused: at the limit of concurrent flows or of open descriptors.
+    pub refused_limit: u64,
+    /// Flows reset after staying idle longer than the idle timeout.
+    pub idle_timeouts: u64,
+    /// Flows reset because the proxy stopped (SIGTERM, or the end of a drain's deadline).
+    pub flows_stopped: u64,
     /// Outbound connections that failed (the client got a reset).
     pub connect_failed: u64,
     /// Flows ended by FINs.
@@ -296,6 +321,15 @@ pub struct UnloadReply {
     pub flows_still_using: u64,
 }
 
+/// Reply to [`Request::Drain`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainReply {
+    /// Flows open when the drain was asked for.
+    pub flows_active: u64,
+    /// Milliseconds until the flows still open are reset (0: stopping now).
+    pub deadline_ms: u64,
+}
+
 #[derive(Serialize)]
 struct Success<'a, T> {
     ok: bool,
@@ -389,12 +423,17 @@ mod tests {
             workers: 2,
             flows_active: 3,
             accepted: 4,
-            refused: 15,
+            refused: 33,
             refused_no_srh: 1,
             refused_malformed: 2,
             refused_not_ours: 3,
             refused_unknown_function: 4,
             refused_spawn: 5,
+            refused_own_sid: 11,
+            refused_draining: 7,
+            refused_limit: 0,
+            idle_timeouts: 1,
+            flows_stopped: 2,
             connect_failed: 6,
             flows_closed: 7,
             flows_reset: 8,
@@ -443,6 +482,8 @@ mod tests {
             Request::Version,
             Request::Load { path: "/x.so".into() },
             Request::Unload { name: "hex".into() },
+            Request::Drain { timeout_s: Some(5), handover: true },
+            Request::Drain { timeout_s: None, handover: false },
         ] {
             let line = req.to_line();
             assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -457,6 +498,9 @@ mod tests {
         assert_eq!(Request::parse("unload hex").unwrap(), Request::Unload { name: "hex".into() });
         assert_eq!(Request::parse(" load /x.so ").unwrap(), Request::Load { path: "/x.so".into() });
         assert!(matches!(Request::parse("load"), Err(ControlError::UnknownRequest(_))));
+        assert_eq!(Request::parse("drain 7").unwrap(), Request::Drain { timeout_s: Some(7), handover: false });
+        assert_eq!(Request::parse(r#"{"cmd":"drain"}"#).unwrap(), Request::Drain { timeout_s: None, handover: false });
+        assert!(matches!(Request::parse("drain soon"), Err(ControlError::UnknownRequest(_))));
         assert!(matches!(Request::parse("stats now"), Err(ControlError::UnknownRequest(_))));
         assert!(matches!(Request::parse(r#"{"cmd":"nope"}"#), Err(ControlError::Malformed(_))));
         assert!(matches!(Request::parse(r#"{"cmd":"load"}"#), Err(ControlError::Malformed(_))));
@@ -472,6 +516,7 @@ mod tests {
         round_trip(VersionReply { version: "0.1.0".into(), abi_version: 1 });
         round_trip(LoadReply { module: "hex".into() });
         round_trip(UnloadReply { module: "hex".into(), flows_still_using: 2 });
+        round_trip(DrainReply { flows_active: 3, deadline_ms: 30_000 });
         for s in [
             FlowState::Connecting,
             FlowState::Established,

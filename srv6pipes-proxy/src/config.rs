@@ -20,8 +20,14 @@
 //! pipe_size = 262144
 //! keep_client_port = true
 //! backlog = 4096
+//! state = "/run/srv6pipes-proxy.state"   # what the proxy installed, for crash recovery and takeover
+//! drain_timeout_s = 30             # a drain's deadline (SIGQUIT, ctl drain, takeover)
+//! max_flows = 100000               # default: from the open-files limit
+//! idle_timeout_s = 0               # reset flows idle this long; 0: never
+//! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -32,10 +38,15 @@ use serde::Deserialize;
 
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
+use crate::lifecycle::Limits;
 use crate::relay::RelayConfig;
 
 /// Default control socket.
 pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
+/// Default state file.
+pub const DEFAULT_STATE: &str = "/run/srv6pipes-proxy.state";
+/// Default deadline of a drain, in seconds.
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
 /// Flags shared by the proxy and `setup --print`.
 #[derive(Debug, Clone, Default, Args)]
@@ -88,6 +99,25 @@ pub struct ProxyArgs {
     /// Copy untransformed directions through user space instead of splice(2).
     #[arg(long)]
     pub no_splice: bool,
+    /// State file recording the datapath this proxy installed [default: /run/srv6pipes-proxy.state].
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Take over from the proxy that owns the state file: adopt its datapath, make it drain, serve the
+    /// new flows.
+    #[arg(long)]
+    pub takeover: bool,
+    /// Deadline of a drain (SIGQUIT, `ctl drain`, takeover), in seconds [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub drain_timeout: Option<u64>,
+    /// Most concurrent flows; more are refused [default: from the open-files limit].
+    #[arg(long, value_name = "N")]
+    pub max_flows: Option<u64>,
+    /// Reset flows that move no byte for this long, in seconds; 0: never [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+    /// Serve the counters in the Prometheus text format on this address (GET /metrics).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why the settings are not usable.
@@ -176,6 +206,16 @@ pub struct FileConfig {
     pub keep_client_port: Option<bool>,
     /// Listen backlog [default: 4096].
     pub backlog: Option<i32>,
+    /// As `--state`.
+    pub state: Option<PathBuf>,
+    /// As `--drain-timeout`.
+    pub drain_timeout_s: Option<u64>,
+    /// As `--max-flows`.
+    pub max_flows: Option<u64>,
+    /// As `--idle-timeout`.
+    pub idle_timeout_s: Option<u64>,
+    /// As `--metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Resolved settings.
@@ -195,6 +235,25 @@ pub struct ProxyConfig {
     pub setup: bool,
     /// Listen backlog of each worker's listener.
     pub backlog: i32,
+    /// State file of the installed datapath.
+    pub state: PathBuf,
+    /// Take over from the running proxy that owns the state file.
+    pub takeover: bool,
+    /// Deadline of a drain.
+    pub drain_timeout: Duration,
+    /// Most concurrent flows (`None`: from the open-files limit, at start).
+    pub max_flows: Option<u64>,
+    /// Idle timeout of flows.
+    pub idle_timeout: Option<Duration>,
+    /// Address of the Prometheus endpoint.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl ProxyConfig {
+    /// The flow limits, `default_max_flows` unless a limit was given.
+    pub fn limits(&self, default_max_flows: u64) -> Limits {
+        Limits { max_flows: self.max_flows.unwrap_or(default_max_flows), idle_timeout: self.idle_timeout }
+    }
 }
 
 /// Parse `80/16/32` (also `80,16,32`).
@@ -214,6 +273,17 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 impl ProxyArgs {
+    /// The state file's path (flag over config file over default), without the rest of the settings:
+    /// removing a crashed run's datapath needs nothing else.
+    pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
+        let file = match (&self.state, &self.config) {
+            (Some(p), _) => return Ok(p.clone()),
+            (None, Some(c)) => read_file(c)?.state,
+            (None, None) => None,
+        };
+        Ok(file.unwrap_or_else(|| DEFAULT_STATE.into()))
+    }
+
     /// Merge flags over the config file over defaults.
     pub fn resolve(&self) -> Result<ProxyConfig, ConfigError> {
         let file = match &self.config {
@@ -280,6 +350,17 @@ impl ProxyArgs {
             modules,
             setup: !self.no_setup && file.setup.unwrap_or(true),
             backlog: file.backlog.unwrap_or(4096),
+            state: self.state.clone().or(file.state).unwrap_or_else(|| DEFAULT_STATE.into()),
+            takeover: self.takeover,
+            drain_timeout: Duration::from_secs(
+                self.drain_timeout.or(file.drain_timeout_s).unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
+            ),
+            max_flows: self.max_flows.or(file.max_flows),
+            idle_timeout: match self.idle_timeout.or(file.idle_timeout_s).unwrap_or(0) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
+            metrics: self.metrics.or(file.metrics),
         })
     }
 }
@@ -300,6 +381,11 @@ mod tests {
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
         assert!(!c.flow.relay.splice);
+        assert_eq!(args.state_path().unwrap(), PathBuf::from(DEFAULT_STATE));
+        std::fs::write(&f, "state = \"/tmp/x.state\"\n").unwrap();
+        assert_eq!(args.state_path().unwrap(), PathBuf::from("/tmp/x.state"));
+        let flag = ProxyArgs { state: Some("/y".into()), ..args.clone() };
+        assert_eq!(flag.state_path().unwrap(), PathBuf::from("/y"));
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use srv6pipes_api::abi::ABI_VERSION;
 use srv6pipes_api::control::{
-    encode_reply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply, VersionReply, MAX_LINE,
+    encode_reply, DrainReply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply, VersionReply,
+    MAX_LINE,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::flow::Shared;
+use crate::lifecycle::Phase;
 
 /// Why the control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -54,14 +56,27 @@ pub fn answer(line: &str, shared: &Shared) -> String {
             Ok(users) => encode_reply(Ok(&UnloadReply { module: name, flows_still_using: users as u64 })),
             Err(e) => encode_reply::<UnloadReply>(Err(&e.to_string())),
         },
+        Request::Drain { timeout_s, handover } => {
+            let timeout = timeout_s.map(std::time::Duration::from_secs).unwrap_or(shared.life.drain_timeout);
+            let phase = shared.life.drain(timeout, handover);
+            tracing::info!(handover, "control: drain within {timeout:?}");
+            let deadline_ms = match phase {
+                Phase::Draining { deadline, .. } => {
+                    deadline.saturating_duration_since(std::time::Instant::now()).as_millis() as u64
+                }
+                Phase::Running | Phase::Stopping => 0,
+            };
+            encode_reply(Ok(&DrainReply { flows_active: shared.life.live(), deadline_ms }))
+        }
     }
 }
 
-/// Bind the control socket: refuse if another process answers on it, replace a stale file.
-pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+/// Bind the control socket: refuse if another process answers on it (unless `replace`: a takeover),
+/// replace a stale file.
+pub fn bind(path: &Path, replace: bool) -> Result<UnixListener, BindError> {
     let io = |error| BindError::Io { path: path.into(), error };
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if !replace && std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(BindError::InUse(path.into()));
         }
         std::fs::remove_file(path).map_err(io)?;
@@ -74,6 +89,30 @@ pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
     let l = UnixListener::bind(path).map_err(io)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(l)
+}
+
+/// Removes the control socket file when dropped, if it is still the one bound at creation (after a
+/// takeover the path holds the newer proxy's socket).
+pub struct RemoveOnDrop {
+    path: std::path::PathBuf,
+    inode: Option<u64>,
+}
+
+impl RemoveOnDrop {
+    /// Guard the socket file just bound at `path`.
+    pub fn new(path: &Path) -> RemoveOnDrop {
+        use std::os::unix::fs::MetadataExt;
+        RemoveOnDrop { path: path.into(), inode: std::fs::symlink_metadata(path).ok().map(|m| m.ino()) }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if self.inode.is_some() && std::fs::symlink_metadata(&self.path).ok().map(|m| m.ino()) == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Serve control connections forever.
@@ -148,6 +187,10 @@ mod tests {
             },
             registry,
             flows: FlowTable::new(2),
+            life: crate::lifecycle::Lifecycle::new(
+                crate::lifecycle::Limits { max_flows: 10, idle_timeout: None },
+                Duration::from_secs(30),
+            ),
         }
     }
 
@@ -171,6 +214,7 @@ mod tests {
             ("unload nope", "no module named"),
             ("load /nonexistent.so", "/nonexistent.so"),
             ("dance", "bad request"),
+            ("drain soon", "bad request"),
         ] {
             match decode_reply::<UnloadReply>(&answer(line, &sh)) {
                 Err(ControlError::Refused(e)) => assert!(e.contains(want), "{line}: {e}"),

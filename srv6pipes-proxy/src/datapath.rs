@@ -119,8 +119,9 @@ pub enum Step {
     },
 }
 
-/// A command that installs or removes (part of) a step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A command that installs or removes (part of) a step. Serialized in the state file (`state`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Command {
     /// Write a sysctl (shown as `sysctl -w KEY=VALUE`, done through /proc/sys).
     Sysctl {
@@ -394,9 +395,18 @@ impl DatapathConfig {
                 Step::IptablesChain { chain: self.nft_table.to_uppercase(), rules: self.iptables_rules() }
             }
         });
+        // A listener closed by a proxy handing over to its successor (`--takeover`) passes the connections
+        // in its accept queue to the successor's listeners of the same SO_REUSEPORT group instead of
+        // resetting them (Linux 5.14 and later; older kernels lack the sysctl and only risk that race).
+        if std::path::Path::new(&sysctl_path(MIGRATE_REQ)).exists() {
+            steps.push(Step::Sysctl { key: MIGRATE_REQ.into(), value: "1".into() });
+        }
         Ok(steps)
     }
 }
+
+/// The sysctl that migrates a closed listener's pending connections within its SO_REUSEPORT group.
+const MIGRATE_REQ: &str = "net.ipv4.tcp_migrate_req";
 
 fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
@@ -482,17 +492,27 @@ pub fn resolve_backend(b: Backend) -> Result<Backend, DatapathError> {
     }
 }
 
+/// Told the undo list of a [`Datapath`] each time it changes (to record it in the state file).
+pub type OnChange = Box<dyn FnMut(&[Vec<Command>]) + Send>;
+
 /// An installed datapath: the undo of each step it changed, run by [`Datapath::teardown`] or on drop.
-#[derive(Debug)]
 pub struct Datapath {
     undo: Vec<Vec<Command>>,
+    on_change: OnChange,
 }
 
-/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done.
-pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
+impl fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Datapath").field("undo", &self.undo).finish_non_exhaustive()
+    }
+}
+
+/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done. `on_change`
+/// is told the undo list after every step installed or removed.
+pub fn install(cfg: &DatapathConfig, on_change: OnChange) -> Result<Datapath, DatapathError> {
     let steps = cfg.plan(resolve_backend(cfg.backend)?)?;
     // Everything applied so far is undone by `dp`'s drop if a later step fails.
-    let mut dp = Datapath { undo: Vec::new() };
+    let mut dp = Datapath { undo: Vec::new(), on_change };
     for step in steps {
         if step.present()? {
             match step.when_present() {
@@ -526,11 +546,24 @@ pub fn install(cfg: &DatapathConfig) -> Result<Datapath, DatapathError> {
         }
         tracing::info!("{step}: installed");
         dp.undo.push(undo);
+        (dp.on_change)(&dp.undo);
     }
     Ok(dp)
 }
 
 impl Datapath {
+    /// The datapath another run installed, known by its undo list (from a state file): its teardown
+    /// removes what that run changed.
+    pub fn adopt(undo: Vec<Vec<Command>>, mut on_change: OnChange) -> Datapath {
+        on_change(&undo);
+        Datapath { undo, on_change }
+    }
+
+    /// Leave the datapath in place (another process owns it now) and forget it.
+    pub fn release(mut self) {
+        self.undo.clear();
+    }
+
     /// Undo everything [`install`] changed, newest first. Idempotent.
     pub fn teardown(&mut self) {
         while let Some(undo) = self.undo.pop() {
@@ -540,6 +573,7 @@ impl Datapath {
                     Err(e) => tracing::warn!("teardown: {e}"),
                 }
             }
+            (self.on_change)(&self.undo);
         }
     }
 }
@@ -583,7 +617,11 @@ mod tests {
             "ip6 daddr fc00:f1::/80 tcp flags & (syn | ack) == syn tproxy to :5001 meta mark set 0x1 accept"
         ));
         assert!(text[5].contains("meta l4proto tcp socket transparent 1 meta mark set 0x1 accept"));
-        assert_eq!(text.len(), 6);
+        let migrate = std::path::Path::new(&sysctl_path(MIGRATE_REQ)).exists();
+        assert_eq!(text.len(), 6 + usize::from(migrate));
+        if migrate {
+            assert_eq!(text[6], "sysctl -w net.ipv4.tcp_migrate_req=1");
+        }
         // Removal mirrors installation, step by step (sysctls are restored to what install found).
         let undo: Vec<String> = commands(&steps, Step::remove).into_iter().rev().collect();
         assert_eq!(
@@ -603,7 +641,10 @@ mod tests {
         assert!(text.iter().any(|l| l
             == "ip6tables -w -t mangle -A SRV6PIPES -d fc00:f1::/80 -p tcp --syn -j TPROXY --on-port 5001 \
                 --tproxy-mark 1/1"));
-        assert_eq!(text.last().unwrap(), "ip6tables -w -t mangle -I PREROUTING -j SRV6PIPES");
+        // The jump to the chain comes last in the chain's step, once the chain is complete.
+        let jump = text.iter().position(|l| l == "ip6tables -w -t mangle -I PREROUTING -j SRV6PIPES").unwrap();
+        assert!(text[jump - 1].contains("-A SRV6PIPES"), "{text:?}");
+        assert!(text[jump + 1..].iter().all(|l| l.starts_with("sysctl")), "{text:?}");
         assert_eq!(commands(&steps, Step::remove).first().unwrap(), "ip -6 rule del fwmark 1 lookup 100 pref 100");
         assert_eq!(commands(&steps, Step::remove).last().unwrap(), "ip6tables -w -t mangle -X SRV6PIPES");
         let mut c = cfg();

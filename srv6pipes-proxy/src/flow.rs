@@ -17,6 +17,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::FlowState;
 
+use crate::lifecycle::{Interrupt, Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::relay::{self, RelayConfig};
 use crate::stats::{FlowEntry, FlowMeta, FlowTable, LogLimit};
@@ -45,6 +46,8 @@ pub struct Shared {
     pub registry: Registry,
     /// Live flows and counters.
     pub flows: FlowTable,
+    /// Phase (running, draining, stopping) and limits.
+    pub life: Lifecycle,
 }
 
 /// Why a flow was refused.
@@ -59,6 +62,19 @@ pub enum Refusal {
     /// No segment in our prefixes.
     #[error("no segment of the SRH is in this proxy's prefixes")]
     NotOurs,
+    /// The segment after ours (or the final destination) is in our own prefixes: the next leg would
+    /// connect to this proxy itself.
+    #[error("the next segment {next} is one of this proxy's own SIDs")]
+    OwnSid {
+        /// The offending next segment.
+        next: Ipv6Addr,
+    },
+    /// The proxy is draining or stopping: it takes no new flow.
+    #[error("draining: no new flows")]
+    Draining,
+    /// The limit on concurrent flows (or on open descriptors) is reached.
+    #[error("at the limit of {0} concurrent flows")]
+    Full(u64),
     /// No loaded function has the SID's function number.
     #[error("SID {sid} names function {function}, which no loaded module provides")]
     UnknownFunction {
@@ -73,6 +89,15 @@ pub enum Refusal {
     /// Reading the SRH failed.
     #[error("socket: {0}")]
     Socket(#[from] io::Error),
+}
+
+impl From<Refused> for Refusal {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Draining => Refusal::Draining,
+            Refused::Full(n) => Refusal::Full(n),
+        }
+    }
 }
 
 /// Where a flow goes, decoded from its SYN's SRH.
@@ -90,14 +115,20 @@ pub struct Route {
 }
 
 /// Decode the SYN's SRH: our SID is the segment nearest to the start of the path (highest index above 0)
-/// that lies in one of `prefixes`; the segments below it are re-attached.
+/// that lies in one of `prefixes`; the segments below it are re-attached. A next segment in our own
+/// prefixes (a final destination included) is refused: the next leg would loop back to this proxy.
 pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) -> Result<Route, Refusal> {
     let bytes = srh.ok_or(Refusal::NoSrh)?;
     let srh = SrhRepr::from_bytes(bytes)?;
-    let me = (1..srh.segments.len())
-        .rev()
-        .find(|&i| prefixes.iter().any(|p| p.contains(srh.segments[i])))
-        .ok_or(Refusal::NotOurs)?;
+    let ours = |a: Ipv6Addr| prefixes.iter().any(|p| p.contains(a));
+    let me = (1..srh.segments.len()).rev().find(|&i| ours(srh.segments[i]));
+    let me = match (me, srh.segments.first()) {
+        (Some(me), _) if ours(srh.segments[me - 1]) => return Err(Refusal::OwnSid { next: srh.segments[me - 1] }),
+        (Some(me), _) => me,
+        // Segments left 0 on one of our SIDs: the destination itself is ours.
+        (None, Some(&dst)) if ours(dst) => return Err(Refusal::OwnSid { next: dst }),
+        (None, _) => return Err(Refusal::NotOurs),
+    };
     let sid = srh.segments[me];
     let parts = layout.split(sid);
     let out_srh = if me > 1 {
@@ -169,7 +200,10 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
     };
     let id = shared.flows.next_id();
     keepalive(SockRef::from(&stream));
-    match prepare(&stream, client, server, worker, id, shared) {
+    let admitted = shared.life.admit().map_err(Refusal::from);
+    match admitted
+        .and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release()))
+    {
         Ok((route, func, inst)) => {
             let entry = shared.flows.insert(
                 id,
@@ -189,6 +223,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
             tokio::task::spawn_local(async move {
                 let reset = run(stream, client, server, route, inst, &entry, &shared).await;
                 shared.flows.remove(&entry, reset);
+                shared.life.release();
             });
         }
         Err(r) => {
@@ -197,6 +232,9 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                 Refusal::NoSrh => &c.refused_no_srh,
                 Refusal::Malformed(_) => &c.refused_malformed,
                 Refusal::NotOurs => &c.refused_not_ours,
+                Refusal::OwnSid { .. } => &c.refused_own_sid,
+                Refusal::Draining => &c.refused_draining,
+                Refusal::Full(_) => &c.refused_limit,
                 Refusal::UnknownFunction { .. } => &c.refused_unknown_function,
                 Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
             };
@@ -269,6 +307,16 @@ pub async fn connect_out(
     }
 }
 
+/// Count and log a flow the proxy ends itself (the caller resets its sockets).
+fn interrupted(why: Interrupt, entry: &FlowEntry, shared: &Shared) {
+    let c = &shared.flows.counters;
+    match why {
+        Interrupt::Stop => c.flows_stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        Interrupt::Idle => c.idle_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    };
+    tracing::debug!(flow = entry.id, "flow reset by the proxy: {why:?}");
+}
+
 /// Connect, relay, close. Returns whether the flow ended with a reset.
 async fn run(
     inbound: TcpStream,
@@ -279,41 +327,55 @@ async fn run(
     entry: &FlowEntry,
     shared: &Shared,
 ) -> bool {
-    let outbound = match connect_out(client, server, route.out_srh.as_deref(), &shared.cfg).await {
+    let connect = connect_out(client, server, route.out_srh.as_deref(), &shared.cfg);
+    let connected = tokio::select! {
+        r = connect => r,
+        why = shared.life.interrupted(entry) => {
+            interrupted(why, entry, shared);
+            reset(&inbound);
+            return true;
+        }
+    };
+    let outbound = match connected {
         Ok(s) => s,
         Err(e) => {
-            shared.flows.counters.connect_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // Out of descriptors for the outbound leg: a refusal at the limit, not a failure of the next hop.
+            let c = &shared.flows.counters;
+            let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
+            if out_of_fds { &c.refused_limit } else { &c.connect_failed }
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             static LIMIT: LogLimit = LogLimit::new(20);
             if let Some(suppressed) = LIMIT.allow() {
-                tracing::warn!(flow = entry.id, %client, %server, suppressed, "next hop unreachable, resetting the client: {e}");
+                tracing::warn!(flow = entry.id, %client, %server, suppressed, "outbound leg failed (next hop unreachable?), resetting the client: {e}");
             }
             reset(&inbound);
             return true;
         }
     };
     entry.set_state(FlowState::Established);
-    let result = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg.relay).await;
+    let result = tokio::select! {
+        r = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg.relay) => r,
+        why = shared.life.interrupted(entry) => {
+            interrupted(why, entry, shared);
+            reset(&inbound);
+            reset(&outbound);
+            return true;
+        }
+    };
     entry.set_state(FlowState::Closing);
     match result {
-        Ok(first) => {
+        Ok(()) => {
             tracing::debug!(
                 flow = entry.id,
                 up = entry.up_in.load(std::sync::atomic::Ordering::Relaxed),
                 down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed),
                 "flow closed"
             );
-            // The leg we closed first is in TIME_WAIT now (or soon, once the FINs cross): remove it so
+            // A leg we closed first is in TIME_WAIT now (or once our FIN is acknowledged): remove it so
             // the client can reuse its port at once (see `timewait`).
-            let out_local = outbound.local_addr().ok().and_then(|a| v6(a).ok());
-            drop(inbound);
-            drop(outbound);
-            match first {
-                relay::FirstFin::ToClient => timewait::destroy(server, client),
-                relay::FirstFin::ToServer => {
-                    if let Some(local) = out_local {
-                        timewait::destroy(local, server);
-                    }
-                }
+            timewait::reap(&inbound, server, client);
+            if let Some(local) = outbound.local_addr().ok().and_then(|a| v6(a).ok()) {
+                timewait::reap(&outbound, local, server);
             }
             false
         }
@@ -366,8 +428,18 @@ mod tests {
         assert!(matches!(route(Some(&[0, 0, 4]), &[p1], &l), Err(Refusal::Malformed(_))));
         let other = SrhRepr::for_path(a("fc00:4::2"), &[a("fc00:f9::1")]).unwrap().to_bytes().unwrap();
         assert!(matches!(route(Some(&other), &[p1], &l), Err(Refusal::NotOurs)));
-        // The final destination inside our prefix is not a SID of ours.
+        // A final destination inside our prefix: connecting there would loop back to us.
         let direct = SrhRepr::for_path(a("fc00:f1::9"), &[a("fc00:f9::1")]).unwrap().to_bytes().unwrap();
-        assert!(matches!(route(Some(&direct), &[p1], &l), Err(Refusal::NotOurs)));
+        assert!(matches!(route(Some(&direct), &[p1], &l), Err(Refusal::OwnSid { .. })));
+        // Our SID as the destination with segments left 0, and our SID right after our SID.
+        let sid = a("fc00:f1::2:0:5a");
+        let mut own = SrhRepr::for_path(sid, &[sid]).unwrap();
+        own.segments_left = 0;
+        let own = own.to_bytes().unwrap();
+        assert!(matches!(route(Some(&own), &[p1], &l), Err(Refusal::OwnSid { next }) if next == sid));
+        let twice = SrhRepr::for_path(a("fc00:4::2"), &[sid, a("fc00:f1::1:0:0")]).unwrap().to_bytes().unwrap();
+        assert!(matches!(route(Some(&twice), &[p1], &l), Err(Refusal::OwnSid { .. })));
+        let only = SrhRepr::for_path(sid, &[]).unwrap().to_bytes().unwrap();
+        assert!(matches!(route(Some(&only), &[p1], &l), Err(Refusal::OwnSid { .. })));
     }
 }

@@ -9,15 +9,20 @@
 //! * [`control`]: the control socket's server (protocol of `srv6pipes_api::control`); [`stats`]: flow table
 //!   and counters.
 //! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets.
-//! * [`proxy`]: workers and the process lifecycle (signals, teardown).
+//! * [`proxy`]: workers and the process lifecycle (signals, stop, drain, takeover, teardown);
+//!   [`lifecycle`]: the phase shared with workers and flows, admission and limits; [`state`]: the state
+//!   file of the installed datapath (crash recovery, takeover); [`metrics`]: the Prometheus endpoint.
 
 pub mod builtin;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod flow;
+pub mod lifecycle;
+pub mod metrics;
 pub mod module;
 pub mod proxy;
 pub mod relay;
+pub mod state;
 pub mod stats;
 pub mod timewait;

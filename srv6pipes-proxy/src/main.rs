@@ -8,11 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use srv6pipes_api::control::{
-    decode_reply, exchange, ControlError, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply,
-    VersionReply,
+    decode_reply, exchange, ControlError, DrainReply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply,
+    UnloadReply, VersionReply,
 };
 use srv6pipes_proxy::config::{ProxyArgs, DEFAULT_CONTROL};
 use srv6pipes_proxy::datapath::{self, Step};
+use srv6pipes_proxy::state::{self, StateFile};
 
 /// Transparent SR-aware TCP proxy: terminates flows steered to its function SIDs, runs the function on
 /// the bytestream and opens the next leg as the client.
@@ -30,16 +31,17 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Show the datapath commands (sysctls, ip rule/route, nftables) without applying them.
+    /// Print the datapath commands, or remove a crashed proxy's datapath (--teardown).
     Setup {
-        /// Print the commands (required: applying is what running the proxy does).
+        /// Print the commands instead of applying anything.
         #[arg(long)]
         print: bool,
-        /// Also print the commands that remove it.
+        /// With --print, also print the commands that remove the datapath; alone, remove what the state
+        /// file records (the datapath of a proxy that crashed) and the file.
         #[arg(long)]
         teardown: bool,
         #[command(flatten)]
-        proxy: ProxyArgs,
+        proxy: Box<ProxyArgs>,
     },
     /// Talk to a running proxy through its control socket.
     Ctl {
@@ -74,6 +76,12 @@ enum CtlCmd {
     },
     /// Proxy and ABI version.
     Version,
+    /// Refuse new flows, let open ones finish until the deadline, then stop (as SIGQUIT).
+    Drain {
+        /// Deadline in seconds [default: the proxy's --drain-timeout].
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+    },
 }
 
 fn init_logs(verbose: u8) {
@@ -179,6 +187,7 @@ fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
             Request::Load { path: std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))? }
         }
         CtlCmd::Unload { name } => Request::Unload { name: name.clone() },
+        CtlCmd::Drain { timeout } => Request::Drain { timeout_s: *timeout, handover: false },
     };
     let line = exchange(&control, &req, Duration::from_secs(10)).context("talking to the proxy")?;
     match cmd {
@@ -188,6 +197,13 @@ fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
         CtlCmd::Load { .. } => reply(&line, raw, |r: LoadReply| println!("loaded {}", r.module)),
         CtlCmd::Unload { .. } => reply(&line, raw, |r: UnloadReply| {
             println!("unloaded {} ({} flow(s) still using it)", r.module, r.flows_still_using)
+        }),
+        CtlCmd::Drain { .. } => reply(&line, raw, |r: DrainReply| {
+            println!(
+                "draining: {} flow(s) open, reset in {:.1}s at the latest",
+                r.flows_active,
+                r.deadline_ms as f64 / 1000.0
+            )
         }),
         CtlCmd::Version => reply(&line, raw, |r: VersionReply| {
             println!("srv6pipes-proxy {} (module ABI {})", r.version, r.abi_version)
@@ -212,6 +228,28 @@ fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `setup --teardown`: apply the undo recorded in the state file (sysctls back to the values found before
+/// the proxy started), then remove the file. Refused while the recorded proxy runs.
+fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
+    let path = proxy.state_path().context("configuration")?;
+    let file = StateFile::new(&path);
+    let Some(rec) = file.load()? else {
+        eprintln!(
+            "srv6pipes-proxy: nothing recorded in {}; `setup --print --teardown` shows the removal commands",
+            path.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    };
+    if !rec.here() {
+        anyhow::bail!("{} describes another network namespace: run this there", path.display());
+    }
+    if state::alive(rec.pid) {
+        anyhow::bail!("process {} owns this datapath; stop it (SIGTERM) instead", rec.pid);
+    }
+    datapath::Datapath::adopt(rec.undo, file.recorder()).teardown();
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Run the proxy until a signal.
 fn run(args: &ProxyArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.resolve().context("configuration")?;
@@ -225,10 +263,12 @@ fn main() -> ExitCode {
         Some(Cmd::Ctl { control, json, cmd }) => ctl(control, json, cmd),
         Some(Cmd::Setup { print, teardown, proxy }) => {
             init_logs(cli.verbose);
-            if print {
-                print_setup(&proxy, teardown)
-            } else {
-                Err(anyhow::anyhow!("`setup` only prints (--print); running the proxy installs the datapath"))
+            match (print, teardown) {
+                (true, _) => print_setup(&proxy, teardown),
+                (false, true) => self::teardown(&proxy),
+                (false, false) => Err(anyhow::anyhow!(
+                    "`setup` prints (--print) or removes leftovers (--teardown); running the proxy installs the datapath"
+                )),
             }
         }
         None => {

@@ -88,6 +88,16 @@ pub struct Counters {
     pub refused_unknown_function: AtomicU64,
     /// Refused: spawn or socket failure.
     pub refused_spawn: AtomicU64,
+    /// Refused: the next segment is one of our own SIDs.
+    pub refused_own_sid: AtomicU64,
+    /// Refused: draining or stopping.
+    pub refused_draining: AtomicU64,
+    /// Refused: at the flow or descriptor limit.
+    pub refused_limit: AtomicU64,
+    /// Flows reset after the idle timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Flows reset because the proxy stopped.
+    pub flows_stopped: AtomicU64,
     /// Outbound connections that failed.
     pub connect_failed: AtomicU64,
     /// Flows ended by FINs.
@@ -212,12 +222,20 @@ impl FlowTable {
                 + g(&c.refused_malformed)
                 + g(&c.refused_not_ours)
                 + g(&c.refused_unknown_function)
-                + g(&c.refused_spawn),
+                + g(&c.refused_spawn)
+                + g(&c.refused_own_sid)
+                + g(&c.refused_draining)
+                + g(&c.refused_limit),
             refused_no_srh: g(&c.refused_no_srh),
             refused_malformed: g(&c.refused_malformed),
             refused_not_ours: g(&c.refused_not_ours),
             refused_unknown_function: g(&c.refused_unknown_function),
             refused_spawn: g(&c.refused_spawn),
+            refused_own_sid: g(&c.refused_own_sid),
+            refused_draining: g(&c.refused_draining),
+            refused_limit: g(&c.refused_limit),
+            idle_timeouts: g(&c.idle_timeouts),
+            flows_stopped: g(&c.flows_stopped),
             connect_failed: g(&c.connect_failed),
             flows_closed: g(&c.flows_closed),
             flows_reset: g(&c.flows_reset),

@@ -7,7 +7,8 @@
 //! socket as it does for ordinary transparent proxies; the kernel then drops the SYN silently because the
 //! 4-tuple is taken, and the client stalls for a SYN retransmission (1 s). The proxy therefore removes
 //! its own TIME_WAIT sockets with `SOCK_DESTROY` (sock_diag, what `ss -K` uses) right after the flow ends.
-//! Same for the outbound leg when the client closed first.
+//! Same for the outbound leg when the client closed first. A leg whose FIN crossed the peer's enters
+//! TIME_WAIT only once its FIN is acknowledged: [`reap`] reads the leg's state and retries a moment later.
 
 use std::cell::RefCell;
 use std::io;
@@ -39,6 +40,20 @@ fn open() -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Open this thread's sock_diag socket now (a worker does at start), so that the proxy's descriptors do
+/// not grow with its first flow.
+pub fn prepare() {
+    NETLINK.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            match open() {
+                Ok(fd) => *cell = Some(fd),
+                Err(e) => tracing::debug!("sock_diag socket: {e}"),
+            }
+        }
+    });
+}
+
 /// The `SOCK_DESTROY` request for the TIME_WAIT socket `local ↔ remote`.
 fn request(local: SocketAddrV6, remote: SocketAddrV6, seq: u32) -> [u8; 72] {
     let mut m = [0u8; 72];
@@ -64,8 +79,13 @@ fn request(local: SocketAddrV6, remote: SocketAddrV6, seq: u32) -> [u8; 72] {
 /// Destroy the TIME_WAIT socket `local ↔ remote` if there is one. Best effort: errors are logged at
 /// debug level; "no such socket" is the normal outcome when the peer closed first.
 pub fn destroy(local: SocketAddrV6, remote: SocketAddrV6) {
+    let _ = destroy_one(local, remote);
+}
+
+/// [`destroy`], telling whether a socket was destroyed.
+fn destroy_one(local: SocketAddrV6, remote: SocketAddrV6) -> io::Result<()> {
     if UNSUPPORTED.load(Relaxed) {
-        return;
+        return Ok(());
     }
     let result = NETLINK.with(|cell| -> io::Result<()> {
         let mut cell = cell.borrow_mut();
@@ -91,7 +111,7 @@ pub fn destroy(local: SocketAddrV6, remote: SocketAddrV6) {
         }
         Ok(())
     });
-    match result {
+    match &result {
         Ok(()) => tracing::trace!(%local, %remote, "TIME_WAIT socket destroyed"),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EPERM) | Some(libc::EACCES)) => {
@@ -99,6 +119,51 @@ pub fn destroy(local: SocketAddrV6, remote: SocketAddrV6) {
             tracing::warn!("cannot destroy TIME_WAIT sockets ({e}); clients reusing a port may see a 1 s SYN retry");
         }
         Err(e) => tracing::debug!(%local, %remote, "SOCK_DESTROY: {e}"),
+    }
+    result
+}
+
+/// `TCP_CLOSE`: what a socket's own state becomes once its TIME_WAIT twin exists.
+const TCP_CLOSE: u8 = 7;
+/// `TCP_FIN_WAIT1` and `TCP_CLOSING`: our FIN is not acknowledged yet; TIME_WAIT comes once it is.
+const TCP_FIN_WAIT1: u8 = 4;
+const TCP_CLOSING: u8 = 11;
+
+/// The kernel's TCP state of `s` (`tcpi_state`), if it can be read.
+fn tcp_state(s: &impl AsRawFd) -> Option<u8> {
+    // SAFETY: tcp_info is plain old data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a live struct of that size.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    (r == 0).then_some(info.tcpi_state)
+}
+
+/// After a graceful close of a flow, for one leg still open as `local ↔ remote`: destroy its TIME_WAIT
+/// twin now if it is there, or a moment later if the leg is still waiting for the ACK of its FIN (the
+/// FINs crossed); a leg the peer closed first leaves none and costs only the state read.
+pub fn reap(s: &impl AsRawFd, local: SocketAddrV6, remote: SocketAddrV6) {
+    match tcp_state(s) {
+        Some(TCP_CLOSE) => destroy(local, remote),
+        Some(TCP_FIN_WAIT1 | TCP_CLOSING) => {
+            tokio::task::spawn_local(async move {
+                for wait in [200, 1000, 5000] {
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    if destroy_one(local, remote).is_ok() {
+                        return;
+                    }
+                }
+            });
+        }
+        _ => {}
     }
 }
 

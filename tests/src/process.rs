@@ -310,6 +310,30 @@ impl Proc {
         waited.with_context(|| format!("`{}`\n--- stderr ---\n{}", self.command, self.stderr().trim_end()))
     }
 
+    /// The program's process id (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Send `signal` to the program itself (not its group), e.g. SIGTERM, SIGQUIT or SIGKILL.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        let child = self.child.as_ref().with_context(|| format!("`{}` was already stopped", self.command))?;
+        let pid = i32::try_from(child.id())?;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            bail!("kill({pid}, {signal}): {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Wait for the program to end by itself (an error after `timeout`, the program then stopped) and
+    /// return what it left.
+    pub fn wait(mut self, timeout: Duration) -> Result<Output> {
+        wait_until(&format!("`{}` to exit", self.command), timeout, || Ok(self.try_wait()?.is_some()))
+            .with_context(|| format!("--- stderr ---\n{}", self.stderr().trim_end()))?;
+        self.stop()
+    }
+
     /// Stop the program (SIGTERM, SIGKILL after a grace period) and return what it left.
     pub fn stop(mut self) -> Result<Output> {
         let status = self.terminate()?;

@@ -18,26 +18,33 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Proxy {
     host: String,
     control: PathBuf,
+    state: PathBuf,
     proc: Proc,
 }
 
 impl Proxy {
     /// Start the proxy in `host` for the function prefix `prefix`, its listener on `port`, ingress on eth0
-    /// and eth1, two workers, plus `extra` options; returns once its control socket exists (the listeners
-    /// and the datapath are up by then).
+    /// and eth1, two workers, its control socket and state file in the test's directory (one of each per
+    /// host, so that a second proxy in the host finds the first one's), plus `extra` options; returns once
+    /// it is ready (listeners, datapath and control socket up).
     pub fn start(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
-        let control = net.path(&format!("{host}.sock"));
+        let control = net.dir().join(format!("{host}.sock"));
+        let state = net.dir().join(format!("{host}.state"));
         let mut proc = net
             .cmd(host, [binaries::path("srv6pipes-proxy")?])
             .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", "eth0,eth1", "--workers", "2"])
             .arg("--control")
             .arg(&control)
+            .arg("--state")
+            .arg(&state)
             .args(extra)
             .env("RUST_LOG", "debug")
             .spawn()?;
-        // The control socket appears once the listeners and the datapath are up.
-        proc.wait_until(&format!("srv6pipes-proxy in {host} to come up"), TIMEOUT, |_| Ok(control.exists()))?;
-        Ok(Proxy { host: host.to_string(), control, proc })
+        // The control socket appears once the listeners and the datapath are up; it says so last.
+        proc.wait_until(&format!("srv6pipes-proxy in {host} to come up"), TIMEOUT, |p| {
+            Ok(control.exists() && p.stderr().contains("srv6pipes-proxy ready"))
+        })?;
+        Ok(Proxy { host: host.to_string(), control, state, proc })
     }
 
     /// `srv6pipes-proxy ctl --json ARGS` against this proxy: the reply decoded as `T`, or the proxy's
@@ -85,6 +92,26 @@ impl Proxy {
     /// The control socket's path.
     pub fn control(&self) -> &Path {
         &self.control
+    }
+
+    /// Its state file's path.
+    pub fn state(&self) -> &Path {
+        &self.state
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Send it `signal` (SIGTERM, SIGQUIT, SIGKILL…).
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.proc.signal(signal)
+    }
+
+    /// Wait (bounded) for it to exit by itself and return its output.
+    pub fn wait(self, timeout: Duration) -> Result<Output> {
+        self.proc.wait(timeout)
     }
 
     /// What it logged so far.

@@ -1,0 +1,183 @@
+//! The process's phase (running, draining, stopping) and the admission of new flows (drain, limits),
+//! shared by the workers, the flows, the control socket and the main loop.
+//!
+//! * **Stop** (SIGTERM, SIGINT, the end of a drain): the workers close their listeners and every open flow
+//!   is reset on both legs; the main loop waits (bounded) for the flows to be gone and only then removes
+//!   the datapath, because the flows' sockets use the peers' addresses and need it to send their resets
+//!   (ARCHITECTURE §8, "Removing the datapath strands open flows").
+//! * **Drain** (SIGQUIT or `ctl drain`): new flows are refused (RST, counted as `refused_draining`), open
+//!   ones run on until they end or until the drain's deadline, then the proxy stops as above. In a
+//!   **handover** (a newer process took the datapath over, `--takeover`) the listeners are closed
+//!   instead, so that the newer process's listeners in the same SO_REUSEPORT group get every new SYN.
+//! * **Limits**: at `max_flows` live flows a new one is refused (RST, `refused_limit`); a flow that moves
+//!   no byte during a whole `idle_timeout` is reset (`idle_timeouts`).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::stats::FlowEntry;
+
+/// What the process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Taking new flows.
+    Running,
+    /// Refusing new flows (or, after a handover, not listening), open ones finish until `deadline`.
+    Draining {
+        /// When the flows still open are reset.
+        deadline: Instant,
+        /// A newer process owns the datapath and takes the new flows.
+        handover: bool,
+    },
+    /// Resetting every flow and exiting.
+    Stopping,
+}
+
+/// Why a flow was ended by the proxy rather than by its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    /// The proxy stops.
+    Stop,
+    /// No byte moved during the idle timeout.
+    Idle,
+}
+
+/// Limits on flows.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Live flows at most; further ones are refused.
+    pub max_flows: u64,
+    /// Reset flows idle this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The shared phase and limits.
+#[derive(Debug)]
+pub struct Lifecycle {
+    phase: watch::Sender<Phase>,
+    /// The limits.
+    pub limits: Limits,
+    /// Deadline of a drain when none is given.
+    pub drain_timeout: Duration,
+    live: AtomicU64,
+}
+
+impl Lifecycle {
+    /// Running, with `limits` and a default drain deadline.
+    pub fn new(limits: Limits, drain_timeout: Duration) -> Lifecycle {
+        Lifecycle { phase: watch::Sender::new(Phase::Running), limits, drain_timeout, live: AtomicU64::new(0) }
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    /// A receiver of phase changes.
+    pub fn subscribe(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    /// Start draining until `timeout` from now (a running drain keeps the earlier deadline; a handover is
+    /// never undone). Returns the phase now in force.
+    pub fn drain(&self, timeout: Duration, handover: bool) -> Phase {
+        let deadline = Instant::now() + timeout;
+        self.phase.send_modify(|p| {
+            *p = match *p {
+                Phase::Running => Phase::Draining { deadline, handover },
+                Phase::Draining { deadline: d, handover: h } => {
+                    Phase::Draining { deadline: d.min(deadline), handover: h || handover }
+                }
+                Phase::Stopping => Phase::Stopping,
+            }
+        });
+        self.phase()
+    }
+
+    /// Stop: listeners close, every flow is reset.
+    pub fn stop(&self) {
+        self.phase.send_replace(Phase::Stopping);
+    }
+
+    /// Live flows (admitted and not yet ended).
+    pub fn live(&self) -> u64 {
+        self.live.load(Relaxed)
+    }
+
+    /// Admit a new flow, or say why not. An admitted flow must be [`Lifecycle::release`]d when it ends.
+    pub fn admit(&self) -> Result<(), Refused> {
+        if self.phase() != Phase::Running {
+            return Err(Refused::Draining);
+        }
+        let n = self.live.fetch_add(1, Relaxed);
+        if n >= self.limits.max_flows {
+            self.live.fetch_sub(1, Relaxed);
+            return Err(Refused::Full(self.limits.max_flows));
+        }
+        Ok(())
+    }
+
+    /// An admitted flow ended.
+    pub fn release(&self) {
+        self.live.fetch_sub(1, Relaxed);
+    }
+
+    /// Resolves when the flow of `entry` must end: the proxy stops, or no byte moved in either
+    /// direction for a whole idle timeout (so an idle flow is reset between one and two timeouts after
+    /// its last byte). Costs one timer per flow and nothing on the data path.
+    pub async fn interrupted(&self, entry: &FlowEntry) -> Interrupt {
+        let mut rx = self.subscribe();
+        let stop = rx.wait_for(|p| *p == Phase::Stopping);
+        let Some(timeout) = self.limits.idle_timeout else {
+            let _ = stop.await;
+            return Interrupt::Stop;
+        };
+        let idle = async {
+            let moved = || entry.up_in.load(Relaxed) + entry.down_in.load(Relaxed);
+            loop {
+                let before = moved();
+                tokio::time::sleep(timeout).await;
+                if moved() == before {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop => Interrupt::Stop,
+            () = idle => Interrupt::Idle,
+        }
+    }
+}
+
+/// Why [`Lifecycle::admit`] refused a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Draining or stopping.
+    Draining,
+    /// At the limit of this many flows.
+    Full(u64),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_follows_the_phase_and_the_limit() {
+        let l = Lifecycle::new(Limits { max_flows: 2, idle_timeout: None }, Duration::from_secs(1));
+        assert_eq!((l.admit(), l.admit(), l.admit()), (Ok(()), Ok(()), Err(Refused::Full(2))));
+        l.release();
+        assert_eq!(l.admit(), Ok(()));
+        assert_eq!(l.live(), 2);
+        let Phase::Draining { deadline, handover: false } = l.drain(Duration::from_secs(30), false) else {
+            panic!("not draining: {:?}", l.phase())
+        };
+        assert_eq!(l.admit(), Err(Refused::Draining));
+        // A second drain keeps the earlier deadline and may turn it into a handover.
+        assert_eq!(l.drain(Duration::from_secs(60), true), Phase::Draining { deadline, handover: true });
+        l.stop();
+        assert_eq!(l.drain(Duration::from_secs(1), false), Phase::Stopping);
+    }
+}
