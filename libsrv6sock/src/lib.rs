@@ -4,6 +4,7 @@
 //!   with `default-features = false` to get only this layer.
 //! * [`policy`] (feature `policy`, default): rules mapping a destination to a path, read from TOML, the
 //!   command line or the environment.
+//! * [`reply`] (feature `policy`): what a server replying along return-path TLVs accepts (`SRV6_REPLY*`).
 //! * [`attach`] (feature `attach`, default): put an SRH on a socket (`IPV6_RTHDR`), read it back, read the
 //!   SYN's SRH on a proxy socket.
 //! * [`capture`] (feature `capture`): read pcap files and live interfaces and decode Ethernet/IPv6/TCP with
@@ -17,3 +18,5 @@ pub mod attach;
 pub mod capture;
 #[cfg(feature = "policy")]
 pub mod policy;
+#[cfg(feature = "policy")]
+pub mod reply;

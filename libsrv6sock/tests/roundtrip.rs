@@ -5,6 +5,7 @@ use std::net::Ipv6Addr;
 use std::os::fd::AsFd;
 
 use libsrv6sock::attach;
+use libsrv6sock::wire::reply::{ReturnPath, MAX_REPLY_LEN};
 use libsrv6sock::wire::srh::{Srh, SrhRepr};
 use libsrv6sock::wire::tlv::TlvRepr;
 use proptest::prelude::*;
@@ -91,6 +92,24 @@ proptest! {
         let n = attach::get_srh(sock.as_fd(), &mut back).unwrap();
         // Linux keeps the header as given (it fills next header and segments[0] only on send).
         prop_assert_eq!(SrhRepr::from_bytes(&back[..n]).unwrap().segments, repr.segments);
+    }
+
+    #[test]
+    fn linux_accepts_every_reply_srh(ways in prop::collection::vec(addr(), 1..16), peer in addr()) {
+        let mut syn = SrhRepr::for_path(peer, &ways[..1]).unwrap();
+        syn.tlvs.push(TlvRepr::ReturnPath(ways.clone()));
+        let bytes = syn.to_bytes().unwrap();
+        // Waypoints no reply may visit are refused; every other return path gives a header Linux takes.
+        let Ok(Some(path)) = ReturnPath::find(&bytes) else { return Ok(()) };
+        let sock = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+        for upto in 1..=path.len() {
+            let mut buf = [0u8; MAX_REPLY_LEN];
+            let n = path.emit_srh(upto, peer, &mut buf).unwrap();
+            attach::set_srh(sock.as_fd(), &buf[..n]).unwrap();
+            let reply = SrhRepr::from_bytes(&buf[..n]).unwrap();
+            prop_assert_eq!(&reply.segments[1..], &ways[..upto]);
+            prop_assert_eq!(reply.segments_left as usize, upto);
+        }
     }
 }
 

@@ -25,6 +25,8 @@
 //! max_flows = 100000               # default: from the open-files limit
 //! idle_timeout_s = 0               # reset flows idle this long; 0: never
 //! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
+//! reply_path = false               # as --reply-path
+//! reply_mss = 1200
 //! ```
 
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
 use serde::Deserialize;
@@ -118,6 +121,15 @@ pub struct ProxyArgs {
     /// Serve the counters in the Prometheus text format on this address (GET /metrics).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Honour the return path off the routed path: client-facing sockets send with the SRH of the
+    /// return-path TLV (the waypoints after this proxy's SID), their MSS is clamped, and the last proxy
+    /// passes the TLV on to the server.
+    #[arg(long)]
+    pub reply_path: bool,
+    /// With --reply-path: MSS of accepted flows (TCP_MAXSEG on the listeners); 1440 minus it is the longest
+    /// reply SRH accepted [default: 1200].
+    #[arg(long, value_name = "BYTES", requires = "reply_path")]
+    pub reply_mss: Option<u16>,
 }
 
 /// Why the settings are not usable.
@@ -162,6 +174,9 @@ pub enum ConfigError {
     /// Buffer size out of range.
     #[error("buffer size must be 1 KiB to 64 MiB")]
     BufferSize,
+    /// Reply MSS out of range.
+    #[error("reply MSS must be 536 to 1440")]
+    ReplyMss,
 }
 
 /// The TOML file (keys as in the module's example; flags override them).
@@ -216,6 +231,10 @@ pub struct FileConfig {
     pub idle_timeout_s: Option<u64>,
     /// As `--metrics`.
     pub metrics: Option<SocketAddr>,
+    /// As `--reply-path`.
+    pub reply_path: Option<bool>,
+    /// As `--reply-mss`.
+    pub reply_mss: Option<u16>,
 }
 
 /// Resolved settings.
@@ -319,6 +338,13 @@ impl ProxyArgs {
         if !(1024..=64 << 20).contains(&buffer_size) {
             return Err(ConfigError::BufferSize);
         }
+        let reply = (self.reply_path || file.reply_path.unwrap_or(false))
+            .then(|| self.reply_mss.or(file.reply_mss).unwrap_or(libsrv6sock::reply::DEFAULT_MSS))
+            .map(|mss| match mss {
+                536..=1440 => Ok(ReplyPolicy { allow: Vec::new(), mss }),
+                _ => Err(ConfigError::ReplyMss),
+            })
+            .transpose()?;
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());
         Ok(ProxyConfig {
@@ -344,6 +370,7 @@ impl ProxyArgs {
                     splice: !self.no_splice && file.splice.unwrap_or(true),
                     pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 },
+                reply,
             },
             workers,
             control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
@@ -388,6 +415,12 @@ mod tests {
         assert_eq!(flag.state_path().unwrap(), PathBuf::from("/y"));
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nbogus = 1\n").unwrap();
         assert!(args.resolve().is_err());
+        let reply = ProxyArgs { reply_path: true, ..args.clone() };
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 1300\n").unwrap();
+        assert_eq!(reply.resolve().unwrap().flow.reply.map(|r| r.mss), Some(1300));
+        std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 100\n").unwrap();
+        assert!(matches!(reply.resolve(), Err(ConfigError::ReplyMss)));
+        assert!(args.resolve().unwrap().flow.reply.is_none());
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_layout("80/16").is_err());
         assert!(parse_layout("80/16/40").is_err());

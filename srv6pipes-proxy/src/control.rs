@@ -184,6 +184,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 keep_client_port: true,
                 relay: RelayConfig { buffer_size: 4096, splice: true, pipe_size: 65536 },
+                reply: None,
             },
             registry,
             flows: FlowTable::new(2),

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libsrv6sock::attach;
+use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
 use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
@@ -19,7 +20,8 @@ use srv6pipes_api::control::FlowState;
 
 use crate::lifecycle::{Interrupt, Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
-use crate::relay::{self, RelayConfig};
+use crate::relay::{self, Instances, RelayConfig};
+use crate::retpath::{self, ReturnError, ReturnPlan};
 use crate::stats::{FlowEntry, FlowMeta, FlowTable, LogLimit};
 use crate::timewait;
 
@@ -36,6 +38,8 @@ pub struct FlowConfig {
     pub keep_client_port: bool,
     /// Buffers and splice.
     pub relay: RelayConfig,
+    /// `--reply-path`: reply SRHs on client-facing sockets, the MSS clamp, the TLV to the server.
+    pub reply: Option<ReplyPolicy>,
 }
 
 /// Everything the workers share.
@@ -86,6 +90,9 @@ pub enum Refusal {
     /// The function's spawn failed.
     #[error(transparent)]
     Spawn(#[from] ModuleError),
+    /// The return-path TLV is malformed or too long (counted as malformed).
+    #[error(transparent)]
+    ReturnPath(#[from] ReturnError),
     /// Reading the SRH failed.
     #[error("socket: {0}")]
     Socket(#[from] io::Error),
@@ -147,8 +154,9 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
     Ok(Route { sid, function: parts.function, argument: parts.argument, out_srh })
 }
 
-/// One worker's listener: transparent, latching the SYN's SRH, in the SO_REUSEPORT group of `port`.
-pub fn listener(port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// One worker's listener: transparent, latching the SYN's SRH, in the SO_REUSEPORT group of `port`; `mss`
+/// clamps the MSS of accepted flows (room for a reply SRH set after the handshake, see `retpath`).
+pub fn listener(port: u16, backlog: i32, mss: Option<u16>) -> io::Result<std::net::TcpListener> {
     let s = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
     s.set_only_v6(true)?;
     s.set_reuse_address(true)?;
@@ -156,6 +164,9 @@ pub fn listener(port: u16, backlog: i32) -> io::Result<std::net::TcpListener> {
     attach::set_transparent(s.as_fd())?;
     attach::enable_syn_srh(s.as_fd())?;
     s.set_nodelay(true)?;
+    if let Some(mss) = mss {
+        s.set_mss(mss.into())?;
+    }
     s.bind(&SocketAddr::from(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, port, 0, 0)).into())?;
     s.listen(backlog)?;
     s.set_nonblocking(true)?;
@@ -204,7 +215,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
     match admitted
         .and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release()))
     {
-        Ok((route, func, inst)) => {
+        Ok((route, func, insts)) => {
             let entry = shared.flows.insert(
                 id,
                 FlowMeta {
@@ -221,7 +232,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
             tracing::debug!(flow = id, %client, %server, sid = %route.sid, function = %func.name, argument = route.argument, "flow accepted");
             let shared = shared.clone();
             tokio::task::spawn_local(async move {
-                let reset = run(stream, client, server, route, inst, &entry, &shared).await;
+                let reset = run(stream, client, server, route, insts, &entry, &shared).await;
                 shared.flows.remove(&entry, reset);
                 shared.life.release();
             });
@@ -230,7 +241,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
             let c = &shared.flows.counters;
             let ctr = match &r {
                 Refusal::NoSrh => &c.refused_no_srh,
-                Refusal::Malformed(_) => &c.refused_malformed,
+                Refusal::Malformed(_) | Refusal::ReturnPath(_) => &c.refused_malformed,
                 Refusal::NotOurs => &c.refused_not_ours,
                 Refusal::OwnSid { .. } => &c.refused_own_sid,
                 Refusal::Draining => &c.refused_draining,
@@ -255,19 +266,44 @@ fn prepare(
     worker: usize,
     id: u64,
     shared: &Shared,
-) -> Result<(Route, Arc<Function>, Option<Instance>), Refusal> {
+) -> Result<(Route, Arc<Function>, Instances), Refusal> {
     let mut buf = [0u8; 2048 + 128];
     let range = attach::syn_srh(stream.as_fd(), &mut buf)?;
     let srh = range.map(|r| &buf[r]);
-    let route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
-    let func = shared
-        .registry
-        .get(route.function)
-        .ok_or(Refusal::UnknownFunction { sid: route.sid, function: route.function })?;
-    let info = module::flow_info(id, worker as u32, client, server, route.sid, route.function, route.argument);
-    let inst = Instance::spawn(func.clone(), &info)?;
-    let inst = Direction::BOTH.into_iter().any(|d| func.transforms(d)).then_some(inst);
-    Ok((route, func, inst))
+    let mut route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
+    let cfg = &shared.cfg;
+    let back = match srh {
+        Some(srh) => retpath::plan(srh, *client.ip(), &cfg.prefixes, &cfg.layout, cfg.reply.as_ref())?,
+        None => None,
+    };
+    if let (Some(srh), Some(_), None) = (srh, &cfg.reply, &route.out_srh) {
+        route.out_srh = retpath::server_srh(srh, *server.ip())?;
+    }
+    let spawn = |sid, function, argument| -> Result<(Arc<Function>, Instance), Refusal> {
+        let func = shared.registry.get(function).ok_or(Refusal::UnknownFunction { sid, function })?;
+        let info = module::flow_info(id, worker as u32, client, server, sid, function, argument);
+        Ok((func.clone(), Instance::spawn(func, &info)?))
+    };
+    let (func, inst) = spawn(route.sid, route.function, route.argument)?;
+    let active =
+        |f: &Function, inst: Instance, dirs: &[Direction]| dirs.iter().any(|&d| f.transforms(d)).then_some(inst);
+    let insts = match &back {
+        Some(ReturnPlan { sid, function, argument, .. })
+            if (*function, *argument) != (route.function, route.argument) =>
+        {
+            let (down_func, down) = spawn(*sid, *function, *argument)?;
+            tracing::debug!(flow = id, up = %func.name, down = %down_func.name, "asymmetric functions");
+            Instances::Split {
+                up: active(&func, inst, &[Direction::Up]),
+                down: active(&down_func, down, &[Direction::Down]),
+            }
+        }
+        _ => Instances::Shared(active(&func, inst, &Direction::BOTH)),
+    };
+    if let Some(reply) = back.as_ref().and_then(|b| b.srh.as_deref()) {
+        attach::set_srh(stream.as_fd(), reply)?;
+    }
+    Ok((route, func, insts))
 }
 
 /// Open the outbound leg: source = the client, SRH = the remaining segments, destination = the server.
@@ -323,7 +359,7 @@ async fn run(
     client: SocketAddrV6,
     server: SocketAddrV6,
     route: Route,
-    inst: Option<Instance>,
+    insts: Instances,
     entry: &FlowEntry,
     shared: &Shared,
 ) -> bool {
@@ -354,7 +390,7 @@ async fn run(
     };
     entry.set_state(FlowState::Established);
     let result = tokio::select! {
-        r = relay::relay(&inbound, &outbound, inst, entry, &shared.cfg.relay) => r,
+        r = relay::relay(&inbound, &outbound, insts, entry, &shared.cfg.relay) => r,
         why = shared.life.interrupted(entry) => {
             interrupted(why, entry, shared);
             reset(&inbound);

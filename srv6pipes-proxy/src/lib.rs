@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod module;
 pub mod proxy;
 pub mod relay;
+pub mod retpath;
 pub mod state;
 pub mod stats;
 pub mod timewait;

@@ -260,7 +260,10 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     let mut listeners = Vec::with_capacity(cfg.workers);
     for _ in 0..cfg.workers {
         let port = cfg.datapath.port;
-        listeners.push(flow::listener(port, cfg.backlog).map_err(|source| RunError::Listener { port, source })?);
+        listeners.push(
+            flow::listener(port, cfg.backlog, cfg.flow.reply.as_ref().map(|r| r.mss))
+                .map_err(|source| RunError::Listener { port, source })?,
+        );
     }
     let metrics = match cfg.metrics {
         Some(addr) => Some(metrics::listener(addr).map_err(|source| RunError::Metrics { addr, source })?),

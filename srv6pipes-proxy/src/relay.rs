@@ -527,17 +527,35 @@ impl Leg<'_> {
     }
 }
 
+/// The function instances of a flow (`None`: that direction is relayed unchanged).
+pub enum Instances {
+    /// One instance sees both directions: the forward SID's function.
+    Shared(Option<Instance>),
+    /// Each direction has its own: the return path names another function for this proxy.
+    Split {
+        /// The forward SID's function, for client → server bytes.
+        up: Option<Instance>,
+        /// The return SID's function, for server → client bytes.
+        down: Option<Instance>,
+    },
+}
+
 /// Relay until both directions are finished (Ok) or one fails (Err: the caller resets both sockets).
 pub async fn relay(
     client: &TcpStream,
     server: &TcpStream,
-    inst: Option<Instance>,
+    insts: Instances,
     entry: &FlowEntry,
     cfg: &RelayConfig,
 ) -> Result<(), RelayError> {
-    let transforms = |dir| inst.as_ref().is_some_and(|i| i.function().transforms(dir));
-    let (t_up, t_down) = (transforms(Direction::Up), transforms(Direction::Down));
-    let inst = inst.map(RefCell::new);
+    let (both, up_only, down_only) = match insts {
+        Instances::Shared(i) => (i.map(RefCell::new), None, None),
+        Instances::Split { up, down } => (None, up.map(RefCell::new), down.map(RefCell::new)),
+    };
+    let up_inst = both.as_ref().or(up_only.as_ref());
+    let down_inst = both.as_ref().or(down_only.as_ref());
+    let transforms = |i: Option<&RefCell<Instance>>, dir| i.is_some_and(|i| i.borrow().function().transforms(dir));
+    let (t_up, t_down) = (transforms(up_inst, Direction::Up), transforms(down_inst, Direction::Down));
     let up_leg =
         Leg { dir: Direction::Up, src: client, dst: server, counted_in: &entry.up_in, counted_out: &entry.up_out, cfg };
     let down_leg = Leg {
@@ -548,8 +566,8 @@ pub async fn relay(
         counted_out: &entry.down_out,
         cfg,
     };
-    let up = up_leg.run(inst.as_ref().filter(|_| t_up));
-    let down = down_leg.run(inst.as_ref().filter(|_| t_down));
+    let up = up_leg.run(up_inst.filter(|_| t_up));
+    let down = down_leg.run(down_inst.filter(|_| t_down));
     let (mut up, mut down) = (pin!(up), pin!(down));
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {

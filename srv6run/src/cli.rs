@@ -44,6 +44,21 @@ pub struct Cli {
     #[arg(short, long, value_name = "stderr|FILE", env = "SRV6_LOG")]
     pub log: Option<String>,
 
+    /// Reply along the return path: PROGRAM's listening sockets latch each SYN's SRH and every accepted
+    /// connection sends with the SRH its return-path TLV lists (waypoints, then the client). Listening
+    /// sockets get the MSS of --reply-mss. A malformed or refused return path resets the connection.
+    #[arg(long, env = "SRV6_REPLY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub reply_path: bool,
+
+    /// With --reply-path: accept only return paths whose waypoints all lie in these prefixes, comma-separated.
+    #[arg(long, value_name = "PREFIX,…", env = "SRV6_REPLY_ALLOW", requires = "reply_path")]
+    pub reply_allow: Option<String>,
+
+    /// With --reply-path: the MSS (TCP_MAXSEG) of listening sockets; 1440 minus it is the longest reply SRH
+    /// accepted [default: 1200].
+    #[arg(long, value_name = "BYTES", env = "SRV6_REPLY_MSS", requires = "reply_path")]
+    pub reply_mss: Option<u16>,
+
     /// Take paths from DNS: srv6run starts a resolver agent (gone when PROGRAM and all its children are),
     /// and the shim asks it, in each getaddrinfo(), for the path records (srv6-path(5)) of the name; a
     /// connection to an address of that name then follows its best record. --segs comes first, then paths

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use libsrv6sock::policy::{self, FailMode, Policy};
+use libsrv6sock::reply::{self, ReplyPolicy};
 use libsrv6sock::wire::agent as wire_agent;
 use srv6pipes_dns::lookup::{parse_server, LookupConfig, PathLookup};
 
@@ -56,6 +57,15 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     if let Some(f) = cli.fail {
         env.insert(policy::ENV_FAIL, if f == FailMode::Closed { "closed" } else { "open" }.to_string());
     }
+    if cli.reply_path {
+        env.insert(reply::ENV_REPLY, "1".to_string());
+    }
+    if let Some(a) = &cli.reply_allow {
+        env.insert(reply::ENV_REPLY_ALLOW, a.clone());
+    }
+    if let Some(m) = cli.reply_mss {
+        env.insert(reply::ENV_REPLY_MSS, m.to_string());
+    }
     if let Some(l) = &cli.log {
         // The program may change directory: give the shim an absolute path.
         let target = if l == "stderr" { l.clone() } else { std::path::absolute(l)?.display().to_string() };
@@ -96,6 +106,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
     // Parse exactly what the shim will parse, so mistakes show here and not inside the program.
     let policy = Policy::from_env(lookup).map_err(|e| usage(e.into()))?;
+    let replies = ReplyPolicy::from_env(lookup).map_err(|e| usage(e.into()))?;
     let preload = preload::find(cli.preload.as_deref()).map_err(usage)?;
 
     if cli.explain {
@@ -108,7 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if policy.rules.is_empty() && !cli.dns_paths {
+    if policy.rules.is_empty() && replies.is_none() && !cli.dns_paths {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 

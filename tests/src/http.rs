@@ -26,6 +26,11 @@ impl HttpServer {
     /// Start nginx in `host` with a configuration generated in a fresh directory of the test's
     /// directory; returns once it listens.
     pub fn start(net: &Net, host: &str, port: u16) -> Result<HttpServer> {
+        HttpServer::start_under(net, host, port, &[])
+    }
+
+    /// As [`HttpServer::start`], nginx run by `wrapper` (e.g. `srv6run --reply-path --`).
+    pub fn start_under(net: &Net, host: &str, port: u16, wrapper: &[String]) -> Result<HttpServer> {
         let dir = net.path(&format!("nginx-{host}"));
         let root = dir.join("www");
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
@@ -58,7 +63,7 @@ http {{
 }}
 "#
         );
-        let proc = spawn_nginx(net, host, &dir, &conf, port)?;
+        let proc = spawn_nginx_under(net, host, &dir, &conf, port, wrapper)?;
         Ok(HttpServer { proc, root, access_log })
     }
 
@@ -83,10 +88,16 @@ pub struct UploadSink {
 impl UploadSink {
     /// Start the sink in `host` on `[::]:PORT`; returns once it listens.
     pub fn start(net: &Net, host: &str, port: u16) -> Result<UploadSink> {
+        UploadSink::start_under(net, host, port, &[])
+    }
+
+    /// As [`UploadSink::start`], run by `wrapper` (e.g. `srv6run --reply-path --`).
+    pub fn start_under(net: &Net, host: &str, port: u16, wrapper: &[String]) -> Result<UploadSink> {
         let log = net.path(&format!("upload-sink-{host}.log"));
         std::fs::write(&log, "").with_context(|| format!("creating {}", log.display()))?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/upload_sink.py");
-        let mut proc = net.cmd(host, ["/usr/bin/python3"]).arg(script).arg(port.to_string()).arg(&log).spawn()?;
+        let argv = wrapper.iter().map(String::as_str).chain(["/usr/bin/python3"]);
+        let mut proc = net.cmd(host, argv).arg(script).arg(port.to_string()).arg(&log).spawn()?;
         wait_listening(net, host, port, &mut proc)?;
         Ok(UploadSink { proc, log })
     }
@@ -101,16 +112,16 @@ impl UploadSink {
 /// Run nginx in `host` with configuration `conf` (written to `dir/nginx.conf`, prefix and error log in
 /// `dir`); returns once something listens on `port`.
 pub fn spawn_nginx(net: &Net, host: &str, dir: &Path, conf: &str, port: u16) -> Result<Proc> {
+    spawn_nginx_under(net, host, dir, conf, port, &[])
+}
+
+/// As [`spawn_nginx`], nginx run by `wrapper`.
+pub fn spawn_nginx_under(net: &Net, host: &str, dir: &Path, conf: &str, port: u16, wrapper: &[String]) -> Result<Proc> {
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
-    let mut proc = net
-        .cmd(host, ["nginx", "-p"])
-        .arg(dir)
-        .arg("-e")
-        .arg(dir.join("error.log"))
-        .arg("-c")
-        .arg(&conf_path)
-        .spawn()?;
+    let argv = wrapper.iter().map(String::as_str).chain(["nginx", "-p"]);
+    let mut proc =
+        net.cmd(host, argv).arg(dir).arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf_path).spawn()?;
     wait_listening(net, host, port, &mut proc)?;
     Ok(proc)
 }

@@ -28,11 +28,16 @@ impl Proxy {
     /// host, so that a second proxy in the host finds the first one's), plus `extra` options; returns once
     /// it is ready (listeners, datapath and control socket up).
     pub fn start(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
+        Proxy::start_on(net, host, prefix, port, "eth0,eth1", extra)
+    }
+
+    /// As [`Proxy::start`], with the ingress devices `ingress` (comma-separated).
+    pub fn start_on(net: &Net, host: &str, prefix: &str, port: u16, ingress: &str, extra: &[&str]) -> Result<Proxy> {
         let control = net.dir().join(format!("{host}.sock"));
         let state = net.dir().join(format!("{host}.state"));
         let mut proc = net
             .cmd(host, [binaries::path("srv6pipes-proxy")?])
-            .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", "eth0,eth1", "--workers", "2"])
+            .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", ingress, "--workers", "2"])
             .arg("--control")
             .arg(&control)
             .arg("--state")

@@ -648,7 +648,20 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 6] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 9] = ["close", "connect", "dup", "dup2", "dup3", "getaddrinfo", "sendmsg", "sendto", "socket"];
+const HOOKS: [&str; 12] = [
+    "accept",
+    "accept4",
+    "close",
+    "connect",
+    "dup",
+    "dup2",
+    "dup3",
+    "getaddrinfo",
+    "listen",
+    "sendmsg",
+    "sendto",
+    "socket",
+];
 /// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
 const FORBIDDEN_CRATES: [&str; 5] = ["hickory", "ratatui", "pcap", "tokio", "etherparse"];
 

@@ -26,7 +26,7 @@ thread_local! {
 }
 
 /// What the hook does after [`steer`].
-enum Outcome {
+pub(crate) enum Outcome {
     /// Call the real function.
     Proceed,
     /// Fail the call with this errno.
@@ -34,7 +34,7 @@ enum Outcome {
 }
 
 /// Run `f` unless the shim is already busy on this thread; a panic counts as [`Outcome::Proceed`].
-fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
+pub(crate) fn guarded(f: impl FnOnce() -> Outcome) -> Outcome {
     if BUSY.with(|b| b.replace(true)) {
         return Outcome::Proceed;
     }
@@ -196,7 +196,7 @@ fn attach(
     }
 }
 
-fn set_errno(e: c_int) {
+pub(crate) fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = e };
 }
@@ -213,6 +213,7 @@ macro_rules! real_fn {
         unsafe { std::mem::transmute::<*mut libc::c_void, $ty>(p) }
     }};
 }
+pub(crate) use real_fn;
 
 type ConnectFn = unsafe extern "C" fn(c_int, *const sockaddr, socklen_t) -> c_int;
 type SendtoFn = unsafe extern "C" fn(c_int, *const libc::c_void, usize, c_int, *const sockaddr, socklen_t) -> ssize_t;

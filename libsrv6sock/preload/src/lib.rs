@@ -3,7 +3,8 @@
 //!
 //! It interposes `connect()`, `sendto()`/`sendmsg()` (TCP Fast Open and UDP), `getaddrinfo()` (to learn
 //! which host name an address came from) and `socket()`/`close()`/`dup()`/`dup2()`/`dup3()` (to know
-//! which descriptor numbers hold the shim's SRH). It must never take its host program down:
+//! which descriptor numbers hold the shim's SRH); with `SRV6_REPLY`, `listen()` and `accept()`/`accept4()`
+//! make a server reply along the return-path TLV of each SYN ([`serve`]). It must never take its host program down:
 //! * everything is parsed and every SRH pre-built in the library constructor ([`state`]); hooks only read
 //!   that immutable state, so they allocate nothing, take no lock and are safe in forked children and in
 //!   threads;
@@ -28,6 +29,7 @@ mod log;
 mod names;
 mod output;
 mod real;
+mod serve;
 mod state;
 
 /// Runs when the library is loaded, before `main()`.

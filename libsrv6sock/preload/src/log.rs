@@ -261,3 +261,47 @@ pub fn dns_decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, srh: &[u
         l.write_str("]}")
     });
 }
+
+/// What the shim did with an accepted connection's return path (`SRV6_REPLY`).
+#[derive(Clone, Copy)]
+pub enum Reply<'a> {
+    /// The reply SRH (segments in SRH order, the client first) was installed.
+    Installed(&'a [u8]),
+    /// The return path was refused and the connection reset; `refused` counts refusals so far.
+    Refused {
+        /// Why.
+        reason: &'a dyn fmt::Display,
+        /// Refusals by this process so far.
+        refused: u64,
+    },
+    /// Installing failed (errno); the connection goes on without SRH.
+    Failed(i32),
+}
+
+/// Log the return-path decision for a connection accepted from `[peer]:port`.
+pub fn reply(peer: Ipv6Addr, port: u16, what: Reply<'_>) {
+    emit(|l| {
+        write!(l, "\"event\":\"accept\",\"peer\":\"{peer}\",\"port\":{port},")?;
+        match what {
+            Reply::Installed(srh) => {
+                l.write_str("\"action\":\"reply-path\",\"segments\":[")?;
+                let view = libsrv6sock::wire::srh::Srh::new_unchecked(srh);
+                for (i, s) in view.segments().enumerate() {
+                    write!(l, "{}\"{s}\"", if i == 0 { "" } else { "," })?;
+                }
+                l.write_str("]}")
+            }
+            Reply::Refused { reason, refused } => {
+                let mut text = Line { buf: [0; 2048], len: 0 };
+                let _ = write!(text, "{reason}");
+                let text = std::str::from_utf8(&text.buf[..text.len]).unwrap_or("?");
+                write!(l, "\"action\":\"reply-refused\",\"reason\":\"{}\",\"refused\":{refused}}}", Json(text))
+            }
+            Reply::Failed(errno) => write!(
+                l,
+                "\"action\":\"reply-failed\",\"errno\":{errno},\"error\":\"{}\"}}",
+                Json(strerror(errno, &mut [0; 128]))
+            ),
+        }
+    });
+}

@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
+use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::agent;
 
 use crate::{log, output};
@@ -15,8 +16,10 @@ pub struct Shim {
     pub srhs: Vec<Vec<u8>>,
     /// Bit `i` set: rule `i` (of the first 64) matches on a host name.
     pub name_rules: u64,
+    /// Replying along the return-path TLV of accepted connections (`SRV6_REPLY`), when on.
+    pub reply: Option<ReplyPolicy>,
     /// The resolver agent to ask for the paths of names (`SRV6_AGENT`), if any.
-    pub agent: Option<AgentAddr>,
+    pub agent: Option<Box<AgentAddr>>,
 }
 
 /// The resolver agent's socket address, built once.
@@ -31,7 +34,7 @@ pub struct AgentAddr {
 
 /// The agent's address from `SRV6_AGENT` (unset: the system-wide agent's socket if it exists; empty: none)
 /// and `SRV6_AGENT_TIMEOUT_MS`.
-fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<AgentAddr>, String> {
+fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Box<AgentAddr>>, String> {
     let name = match env(agent::ENV_AGENT) {
         Some(n) if n.is_empty() => return Ok(None),
         Some(n) => n,
@@ -60,7 +63,7 @@ fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<AgentAddr>,
     }
     let path_len = start + bytes.len() + usize::from(!abstract_name);
     let len = (std::mem::size_of::<libc::sa_family_t>() + path_len) as libc::socklen_t;
-    Ok(Some(AgentAddr { addr, len, timeout_ms }))
+    Ok(Some(Box::new(AgentAddr { addr, len, timeout_ms })))
 }
 
 /// What the constructor made of the environment.
@@ -81,7 +84,7 @@ pub fn get() -> Option<&'static State> {
     STATE.get()
 }
 
-fn build(policy: Policy, agent: Option<AgentAddr>) -> Result<Shim, String> {
+fn build(policy: Policy, reply: Option<ReplyPolicy>, agent: Option<Box<AgentAddr>>) -> Result<Shim, String> {
     let srhs = policy
         .rules
         .iter()
@@ -94,7 +97,7 @@ fn build(policy: Policy, agent: Option<AgentAddr>) -> Result<Shim, String> {
         .collect::<Result<_, _>>()?;
     let name_rules =
         policy.rules.iter().take(64).enumerate().filter(|(_, r)| r.name.is_some()).fold(0, |m, (i, _)| m | 1 << i);
-    Ok(Shim { policy, srhs, name_rules, agent })
+    Ok(Shim { policy, srhs, name_rules, reply, agent })
 }
 
 /// Read the environment and the policy file; called once from the library constructor.
@@ -105,9 +108,8 @@ pub fn init() {
             output::say(&format!("cannot open decision log {target:?}: {e}; logging disabled"));
         }
     }
-    let built = Policy::from_env(env)
-        .map_err(|e| error_chain(&e))
-        .and_then(|policy| agent_addr(&env).and_then(|agent| build(policy, agent)));
+    let reply = ReplyPolicy::from_env(env).map_err(|e| error_chain(&e));
+    let built = Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?, agent_addr(&env)?));
     let state = match built {
         Ok(shim) => {
             log::init(shim.policy.rules.len(), shim.fail());

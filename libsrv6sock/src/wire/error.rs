@@ -103,7 +103,37 @@ pub enum Error {
         /// Bytes in the buffer.
         available: usize,
     },
+    /// A return-path waypoint that no reply may be sent to.
+    #[error("return-path waypoint {index} ({addr}) is not a unicast address a reply may visit: {reason}")]
+    ReturnPathAddress {
+        /// Index of the waypoint in the TLV (SRH order; a TLV holds at most 15).
+        index: u8,
+        /// The waypoint.
+        addr: std::net::Ipv6Addr,
+        /// Why it is refused.
+        reason: WaypointFault,
+    },
     /// A SID layout or value that does not fit 128 bits.
     #[error("SID layout: {0}")]
     SidLayout(String),
+}
+
+/// Why a return-path waypoint is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum WaypointFault {
+    /// `::`.
+    #[error("unspecified")]
+    Unspecified,
+    /// `::1`.
+    #[error("loopback")]
+    Loopback,
+    /// `ff00::/8`.
+    #[error("multicast")]
+    Multicast,
+    /// `fe80::/10`.
+    #[error("link-local")]
+    LinkLocal,
+    /// `::ffff:0:0/96`.
+    #[error("IPv4-mapped")]
+    V4Mapped,
 }

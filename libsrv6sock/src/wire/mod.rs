@@ -7,6 +7,7 @@
 //!
 //! * [`srh`]: the Segment Routing Header (RFC 8754): [`srh::Srh`] (view) and [`srh::SrhRepr`] (owned).
 //! * [`tlv`]: SRH TLVs: Pad1, PadN, HMAC, the SRv6Pipes return-path TLV (type 124) and unknown ones (kept).
+//! * [`reply`]: the SRH of a reply, built from a received SRH's return-path TLV without allocating.
 //! * [`sid`]: SID layout LOC:FUNCT:ARG (RFC 8986) with configurable widths.
 //! * [`prefix`]: IPv6 prefixes (locators, policy destinations).
 //! * [`agent`]: the messages between the shim and the resolver agent.
@@ -15,9 +16,10 @@
 pub mod agent;
 pub mod path;
 pub mod prefix;
+pub mod reply;
 pub mod sid;
 pub mod srh;
 pub mod tlv;
 
 mod error;
-pub use error::Error;
+pub use error::{Error, WaypointFault};
