@@ -59,6 +59,22 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", env = "SRV6_REPLY_MSS", requires = "reply_path")]
     pub reply_mss: Option<u16>,
 
+    /// Take paths from DNS: srv6run starts a resolver agent (gone when PROGRAM and all its children are),
+    /// and the shim asks it, in each getaddrinfo(), for the path records (srv6-path(5)) of the name; a
+    /// connection to an address of that name then follows its best record. --segs comes first, then paths
+    /// from DNS, then the policy file's rules. TCP only.
+    #[arg(short = 'D', long)]
+    pub dns_paths: bool,
+
+    /// With --dns-paths: the DNS server the agent asks, ADDR or [ADDR]:PORT. Default: /etc/resolv.conf's.
+    #[arg(long, value_name = "ADDR", requires = "dns_paths")]
+    pub dns_server: Option<String>,
+
+    /// With --dns-paths: how long PROGRAM's getaddrinfo() waits for the agent, in milliseconds; past it,
+    /// --fail decides (open: no path; closed: connections to that name's addresses fail with EHOSTUNREACH).
+    #[arg(long, value_name = "MS", default_value_t = 500, requires = "dns_paths")]
+    pub dns_timeout: u64,
+
     /// The shim to preload. Default: libsrv6sock.so next to srv6run, then ../lib/srv6pipes/ beside it,
     /// then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
     #[arg(long, value_name = "PATH", env = "SRV6RUN_PRELOAD")]
@@ -84,6 +100,7 @@ Examples:
   srv6run --segs fc00:e1::1 --proto udp -- dig @fc00:4::53 www.example.net AAAA
   srv6run --policy paths.toml --fail closed --log stderr -- wget http://www.example.net/
   srv6run --explain --policy paths.toml -- curl http://www.example.net/
+  srv6run --dns-paths -- curl http://www.example.test/
 
 See srv6run(1) and libsrv6sock(7).";
 

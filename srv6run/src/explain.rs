@@ -3,8 +3,12 @@
 
 use std::net::{Ipv6Addr, ToSocketAddrs};
 
-use libsrv6sock::policy::{FailMode, Policy, Proto, Rule};
+use std::collections::HashMap;
+
+use libsrv6sock::policy::{FailMode, Policy, Proto, Rule, ENV_SEGS};
+use libsrv6sock::wire::srh::SrhRepr;
 use serde_json::{json, Value};
+use srv6pipes_dns::lookup::Answer;
 
 /// A destination found in the command's arguments.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,8 +80,24 @@ fn rule_json(r: &Rule) -> Value {
     })
 }
 
-/// The whole explanation as JSON (the text form is printed from it).
-pub fn explain(policy: &Policy, preload: &str, args: &[String]) -> Value {
+/// What the agent's lookup gave for each host name of the command (with `--dns-paths`): the answer, or the
+/// error the shim would meet (and then apply its failure policy).
+pub type DnsAnswers = HashMap<String, Result<Answer, String>>;
+
+/// The SRH as JSON.
+fn srh_json(s: &SrhRepr) -> Value {
+    json!({
+        "segments": s.segments.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "segments_left": s.segments_left,
+        "return_path_tlv": s.return_path().map(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>()),
+        "bytes": s.buffer_len().ok(),
+    })
+}
+
+/// The whole explanation as JSON (the text form is printed from it). `dns` holds the path lookups of the
+/// command's host names when paths come from DNS (`--dns-paths`), `None` otherwise. Precedence, as in the
+/// shim: the `--segs` rule, then a path from DNS for the address (TCP), then the policy's rules.
+pub fn explain(policy: &Policy, preload: &str, args: &[String], dns: Option<&DnsAnswers>) -> Value {
     let mut dests = Vec::new();
     for t in targets(args) {
         let addrs: Result<Vec<Ipv6Addr>, String> = match t.host.parse::<Ipv6Addr>() {
@@ -101,22 +121,26 @@ pub fn explain(policy: &Policy, preload: &str, args: &[String]) -> Value {
                 for addr in v {
                     let name = (t.host.parse::<Ipv6Addr>().is_err()).then_some(t.host.as_str());
                     let hit = policy.lookup(Proto::Tcp, addr, t.port, name);
-                    let srh = hit.and_then(|(_, r)| r.path.srh(addr).ok()).map(|s| {
-                        json!({
-                            "segments": s.segments.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                            "segments_left": s.segments_left,
-                            "return_path_tlv": s.return_path().map(|p| p.iter().map(ToString::to_string).collect::<Vec<_>>()),
-                            "bytes": s.buffer_len().ok(),
-                        })
-                    });
-                    dests.push(json!({"arg": t.arg, "host": t.host, "address": addr.to_string(), "port": t.port,
-                        "rule": hit.map(|(_, r)| r.origin.clone()), "srh": srh}));
+                    let answer = dns.and_then(|d| d.get(&t.host));
+                    let from_dns = answer.and_then(|a| a.as_ref().ok()).and_then(|a| a.path_for(addr));
+                    let segs_first = hit.is_some_and(|(_, r)| r.origin == ENV_SEGS);
+                    let (rule, srh) = match (&from_dns, segs_first) {
+                        (Some(rec), false) => (Some("dns".to_string()), rec.srh(addr).ok()),
+                        _ => (hit.map(|(_, r)| r.origin.clone()), hit.and_then(|(_, r)| r.path.srh(addr).ok())),
+                    };
+                    let mut d = json!({"arg": t.arg, "host": t.host, "address": addr.to_string(), "port": t.port,
+                        "rule": rule, "srh": srh.as_ref().map(srh_json)});
+                    if let Some(Err(e)) = answer {
+                        d["dns_error"] = json!(e);
+                    }
+                    dests.push(d);
                 }
             }
         }
     }
     json!({
         "preload": preload,
+        "dns_paths": dns.is_some(),
         "fail": match policy.fail { FailMode::Open => "open", FailMode::Closed => "closed" },
         "rules": policy.rules.iter().map(rule_json).collect::<Vec<_>>(),
         "destinations": dests,
@@ -134,6 +158,9 @@ pub fn to_text(e: &Value) -> String {
         e["preload"].as_str().unwrap_or(""),
         e["fail"].as_str().unwrap_or("")
     );
+    if e["dns_paths"] == true {
+        out.push_str("paths from DNS: on; precedence: --segs, then the path DNS gives the address, then the rules\n");
+    }
     let rules = e["rules"].as_array().cloned().unwrap_or_default();
     if rules.is_empty() {
         out.push_str("  (none: nothing will be steered)\n");
@@ -174,6 +201,8 @@ pub fn to_text(e: &Value) -> String {
         );
         if let Some(err) = d["error"].as_str() {
             out += &format!("  {what}: {err}\n");
+        } else if let Some(err) = d["dns_error"].as_str().filter(|_| d["rule"].is_null()) {
+            out += &format!("  {what}: DNS paths failed ({err}): the failure policy applies\n");
         } else if d["rule"].is_null() {
             out += &format!("  {what}: no rule matches: sent without SRH\n");
         } else {
@@ -218,7 +247,8 @@ mod tests {
         let policy =
             Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml")
                 .unwrap();
-        let e = explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()]);
+        let e =
+            explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()], None);
         assert_eq!(e["destinations"][0]["rule"], "p.toml rule #1");
         assert_eq!(e["destinations"][0]["srh"]["segments"], json!(["fc00:4::2", "fc00:e1::1"]));
         assert_eq!(e["destinations"][0]["srh"]["return_path_tlv"], json!(["fc00:e1::1"]));

@@ -1,5 +1,6 @@
 //! srv6run: run a program with libsrv6sock.so preloaded so that its sockets follow an SRv6 steering policy.
 
+mod agent;
 mod cli;
 mod explain;
 mod preload;
@@ -8,11 +9,14 @@ mod program;
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use libsrv6sock::policy::{self, FailMode, Policy};
 use libsrv6sock::reply::{self, ReplyPolicy};
+use libsrv6sock::wire::agent as wire_agent;
+use srv6pipes_dns::lookup::{parse_server, LookupConfig, PathLookup};
 
 use cli::Cli;
 
@@ -70,6 +74,32 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     Ok(env)
 }
 
+/// The agent's resolver settings: its DNS queries time out before the shim stops waiting for it, so that a
+/// slow server gives the shim an answer ("lookup failed") rather than a timeout.
+fn dns_config(cli: &Cli) -> Result<LookupConfig> {
+    let server =
+        cli.dns_server.as_deref().map(parse_server).transpose().map_err(anyhow::Error::msg).context("--dns-server")?;
+    Ok(LookupConfig { server, timeout: Duration::from_millis((cli.dns_timeout / 2).max(1)) })
+}
+
+/// For `--explain --dns-paths`: the path lookups of the command's host names, with the agent's code and
+/// settings.
+fn explain_lookups(cli: &Cli) -> Result<explain::DnsAnswers> {
+    let config = dns_config(cli)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let lookup = PathLookup::new(&config)?;
+        let mut answers = explain::DnsAnswers::new();
+        for t in explain::targets(&cli.command[1..]) {
+            if t.host.parse::<std::net::IpAddr>().is_err() && !answers.contains_key(&t.host) {
+                let a = lookup.lookup(&t.host).await.map_err(|e| e.to_string());
+                answers.insert(t.host, a);
+            }
+        }
+        Ok(answers)
+    })
+}
+
 fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let usage = |e: anyhow::Error| (EXIT_USAGE, e);
     let env = shim_env(&cli).map_err(usage)?;
@@ -80,7 +110,8 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let preload = preload::find(cli.preload.as_deref()).map_err(usage)?;
 
     if cli.explain {
-        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..]);
+        let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
+        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
         } else {
@@ -88,7 +119,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if policy.rules.is_empty() && replies.is_none() {
+    if policy.rules.is_empty() && replies.is_none() && !cli.dns_paths {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 
@@ -98,6 +129,11 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
 
     let mut cmd = Command::new(&path);
     cmd.arg0(name).args(&cli.command[1..]).envs(&env);
+    if cli.dns_paths {
+        let config = dns_config(&cli).map_err(usage)?;
+        let socket = agent::launch(&config).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+        cmd.env(wire_agent::ENV_AGENT, socket).env(wire_agent::ENV_AGENT_TIMEOUT, cli.dns_timeout.to_string());
+    }
     cmd.env("LD_PRELOAD", preload::ld_preload_value(std::env::var("LD_PRELOAD").ok().as_deref(), &preload));
     let err = cmd.exec();
     let code = if err.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_RUN };

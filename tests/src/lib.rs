@@ -9,6 +9,7 @@
 //! * [`capture`]: tcpdump in a namespace, started for real before the test goes on.
 //! * [`oracle`]: tshark and scapy decoding the same file as `libsrv6sock::capture`; [`oracle::cross_check`]
 //!   requires agreement.
+//! * [`dns`]: a real BIND 9 (`named`) with views, authoritative for a test zone.
 //! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.
 //! * [`proxy`]: a `srv6pipes-proxy` process in a host and its control socket.
 //! * [`binaries`]: the workspace's programs (`srv6run`, `srv6pipes-proxy`, `libsrv6sock.so`).
@@ -18,6 +19,7 @@
 
 pub mod binaries;
 pub mod capture;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod oracle;

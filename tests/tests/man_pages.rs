@@ -24,7 +24,15 @@ fn pages() -> Vec<PathBuf> {
 fn every_program_has_a_page() {
     let names: Vec<String> =
         pages().iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect();
-    for want in ["srv6run.1", "libsrv6sock.7", "srv6pipes-proxy.8", "srv6pipes-module.3", "srv6top.8"] {
+    for want in [
+        "srv6run.1",
+        "srv6path.1",
+        "srv6-path.5",
+        "libsrv6sock.7",
+        "srv6pipes-proxy.8",
+        "srv6pipes-module.3",
+        "srv6top.8",
+    ] {
         assert!(names.iter().any(|n| n == want), "man/{want} is missing (have {names:?})");
     }
 }

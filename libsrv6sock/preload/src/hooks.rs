@@ -12,12 +12,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{addrinfo, c_char, c_int, msghdr, sockaddr, socklen_t, ssize_t};
 use libsrv6sock::attach;
-use libsrv6sock::policy::{FailMode, Proto, Rule};
+use libsrv6sock::policy::{FailMode, Proto, Rule, ENV_SEGS};
 use libsrv6sock::wire::srh::{self, Srh};
 
+use crate::learned::{self, Learned};
 use crate::log::{self, Action};
 use crate::state::{self, Shim, State};
-use crate::{fds, names, real};
+use crate::{agent, fds, names, real};
 
 thread_local! {
     /// Set while the shim is working on this thread: calls it makes itself pass through.
@@ -117,7 +118,20 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
             return Outcome::Fail(libc::EINVAL);
         }
     };
-    let Some((index, rule)) = lookup(shim, proto, dst, port) else {
+    let found = lookup(shim, proto, dst, port);
+    let mut buf = [0u8; srh::MAX_LEN];
+    // Precedence: --segs (SRV6_SEGS), then a path DNS gave for this address (TCP), then the policy's rules.
+    if proto == Proto::Tcp && found.is_none_or(|(_, r)| r.origin != ENV_SEGS) {
+        match learned::get(dst, &mut buf) {
+            Learned::Path(len) => return attach(shim, call, sock, proto, dst, port, &mut buf, len, None),
+            Learned::Refuse => {
+                log::dns_decision(call, proto, dst, port, &[], Action::Refused(REFUSED_ERRNO));
+                return Outcome::Fail(REFUSED_ERRNO);
+            }
+            Learned::Unknown | Learned::NoPath => {}
+        }
+    }
+    let Some((index, rule)) = found else {
         // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off.
         if fds::forget(fd) {
             let _ = attach::clear_srh(sock);
@@ -125,31 +139,57 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
         log::decision(call, proto, dst, port, None, Action::NoMatch);
         return Outcome::Proceed;
     };
-    let mine = fds::is_ours(fd);
-    let mut buf = [0u8; srh::MAX_LEN];
-    if !mine && attach::get_srh(sock, &mut buf).is_ok_and(|n| n > 0) {
-        log::decision(call, proto, dst, port, Some(rule), Action::ProgramSrh);
-        return Outcome::Proceed;
-    }
     let template = &shim.srhs[index];
     buf[..template.len()].copy_from_slice(template);
-    // Templates come from SrhRepr::emit: segment 0 exists (an error would only mean: leave the socket alone).
-    if Srh::new_unchecked(&mut buf[..template.len()]).set_segment(0, dst).is_err() {
+    attach(shim, call, sock, proto, dst, port, &mut buf, template.len(), Some(rule))
+}
+
+/// Errno of a connection refused because the resolver agent failed under `SRV6_FAIL=closed`.
+const REFUSED_ERRNO: c_int = libc::EHOSTUNREACH;
+
+/// Attach the SRH template in `buf[..len]` (segment 0 set to `dst` here) unless the program put a routing
+/// header on the socket itself; `rule` is the policy rule it comes from, `None` for a path from DNS.
+#[allow(clippy::too_many_arguments)]
+fn attach(
+    shim: &Shim,
+    call: &'static str,
+    sock: BorrowedFd<'_>,
+    proto: Proto,
+    dst: Ipv6Addr,
+    port: u16,
+    buf: &mut [u8; srh::MAX_LEN],
+    len: usize,
+    rule: Option<&Rule>,
+) -> Outcome {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+    let say = |srh: &[u8], action| match rule {
+        Some(r) => log::decision(call, proto, dst, port, Some(r), action),
+        None => log::dns_decision(call, proto, dst, port, srh, action),
+    };
+    let mut current = [0u8; srh::MAX_LEN];
+    if !fds::is_ours(fd) && attach::get_srh(sock, &mut current).is_ok_and(|n| n > 0) {
+        say(&buf[..len], Action::ProgramSrh);
         return Outcome::Proceed;
     }
-    match attach::set_srh(sock, &buf[..template.len()]) {
+    // Templates come from SrhRepr::emit (rules) or were checked by AgentReply (DNS): segment 0 exists (an
+    // error would only mean: leave the socket alone).
+    let Some(srh) = buf.get_mut(..len) else { return Outcome::Proceed };
+    if Srh::new_unchecked(&mut *srh).set_segment(0, dst).is_err() {
+        return Outcome::Proceed;
+    }
+    match attach::set_srh(sock, srh) {
         Ok(()) => {
             fds::set_ours(fd);
-            log::decision(call, proto, dst, port, Some(rule), Action::Attached);
+            say(srh, Action::Attached);
             Outcome::Proceed
         }
         Err(e) => {
             let errno = e.raw_os_error().unwrap_or(libc::EINVAL);
             if shim.fail() == FailMode::Closed {
-                log::decision(call, proto, dst, port, Some(rule), Action::Refused(errno));
+                say(srh, Action::Refused(errno));
                 Outcome::Fail(errno)
             } else {
-                log::decision(call, proto, dst, port, Some(rule), Action::FailedOpen(errno));
+                say(srh, Action::FailedOpen(errno));
                 Outcome::Proceed
             }
         }
@@ -253,7 +293,8 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
 }
 
 /// `getaddrinfo(3)`: resolve as usual (the resolver's own sockets pass through), then remember which IPv6
-/// answers came from a name that a rule asks for.
+/// answers came from a name that a rule asks for, and ask the resolver agent, if there is one, for the
+/// name's paths.
 ///
 /// # Safety
 /// The caller upholds `getaddrinfo(3)`'s contract.
@@ -272,6 +313,13 @@ pub unsafe extern "C" fn getaddrinfo(
     if rc == 0 && !node.is_null() && !res.is_null() {
         // SAFETY: on success `*res` is the list getaddrinfo built and `node` the caller's C string.
         guarded(|| unsafe { learn(node, *res) });
+        if let Some(State::Ready(shim)) = state::get() {
+            guarded(|| {
+                // SAFETY: as above.
+                unsafe { agent::learn(shim, node, *res) };
+                Outcome::Proceed
+            });
+        }
     }
     rc
 }

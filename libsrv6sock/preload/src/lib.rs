@@ -12,14 +12,19 @@
 //!   calls (DNS inside `getaddrinfo`) pass through untouched;
 //! * no threads of its own; a panic, in the constructor or a hook, never unwinds into C (the call goes on
 //!   to libc unchanged), and the build refuses `panic = "abort"`, which would turn it into a crash;
-//! * what the shim writes goes through [`output`]: no `std::io`, no SIGPIPE, errors mean "message lost".
+//! * what the shim writes goes through [`output`]: no `std::io`, no SIGPIPE, errors mean "message lost";
+//! * paths from DNS come from the resolver agent ([`agent`], asked inside `getaddrinfo()` with a bounded
+//!   timeout and stack buffers) and are kept in a fixed lock-free table ([`learned`]) that `connect()`
+//!   reads; the shim has no DNS code.
 
 // catch_unwind is what keeps a bug in the shim from killing the host; with panic=abort it catches nothing.
 #[cfg(panic = "abort")]
 compile_error!("libsrv6sock.so must be built with panic = \"unwind\": an abort would kill the host program");
 
+mod agent;
 mod fds;
 mod hooks;
+mod learned;
 mod log;
 mod names;
 mod output;

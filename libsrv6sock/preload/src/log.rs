@@ -14,6 +14,7 @@ use libc::c_int;
 use libsrv6sock::policy::{FailMode, Proto, Rule};
 
 use crate::output;
+use libsrv6sock::wire::srh::Srh;
 
 /// The log's descriptor; -1 when there is no log.
 static LOG_FD: AtomicI32 = AtomicI32::new(-1);
@@ -170,19 +171,24 @@ pub enum Action {
     RefusedBrokenConfig,
 }
 
+/// An action's name in the log and its errno (0: none).
+fn action_name(action: Action) -> (&'static str, i32) {
+    match action {
+        Action::Attached => ("attached", 0),
+        Action::NoMatch => ("no-match", 0),
+        Action::ProgramSrh => ("program-srh", 0),
+        Action::FailedOpen(e) => ("failed-open", e),
+        Action::Refused(e) => ("refused", e),
+        Action::RefusedBrokenConfig => ("refused-broken-config", libc::EINVAL),
+    }
+}
+
 /// Log one decision.
 pub fn decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, rule: Option<&Rule>, action: Action) {
     emit(|l| {
         let proto = proto.name();
         write!(l, "\"event\":\"{call}\",\"proto\":\"{proto}\",\"dst\":\"{dst}\",\"port\":{port},")?;
-        let (name, errno) = match action {
-            Action::Attached => ("attached", 0),
-            Action::NoMatch => ("no-match", 0),
-            Action::ProgramSrh => ("program-srh", 0),
-            Action::FailedOpen(e) => ("failed-open", e),
-            Action::Refused(e) => ("refused", e),
-            Action::RefusedBrokenConfig => ("refused-broken-config", libc::EINVAL),
-        };
+        let (name, errno) = action_name(action);
         write!(l, "\"action\":\"{name}\"")?;
         if errno != 0 {
             write!(l, ",\"errno\":{errno},\"error\":\"{}\"", Json(strerror(errno, &mut [0; 128])))?;
@@ -199,6 +205,60 @@ pub fn decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, rule: Option
             l.write_str("]")?;
         }
         l.write_str("}")
+    });
+}
+
+/// Why the resolver agent gave no answer.
+#[derive(Debug, Clone, Copy)]
+pub enum Failure {
+    /// The socket could not be reached (errno).
+    Unreachable(c_int),
+    /// No complete answer within the timeout.
+    Timeout,
+    /// The answer was malformed (offset of the fault).
+    Garbage(usize),
+    /// The agent's DNS lookup failed.
+    LookupFailed,
+}
+
+/// Log what the resolver agent taught about `name`: how many of its addresses have a path.
+pub fn agent_answer(name: &str, paths: usize) {
+    emit(|l| write!(l, "\"event\":\"dns-paths\",\"name\":\"{}\",\"paths\":{paths}}}", Json(name)));
+}
+
+/// Log that the agent gave no usable answer for `name`, and what follows from the failure policy.
+pub fn agent_failure(name: &str, failure: Failure, closed: bool) {
+    emit(|l| {
+        write!(l, "\"event\":\"dns-paths\",\"name\":\"{}\",\"action\":", Json(name))?;
+        l.write_str(if closed { "\"refused\"" } else { "\"failed-open\"" })?;
+        match failure {
+            Failure::Unreachable(e) => {
+                write!(l, ",\"error\":\"agent unreachable: {}\",\"errno\":{e}", Json(strerror(e, &mut [0; 128])))?
+            }
+            Failure::Timeout => l.write_str(",\"error\":\"agent timed out\"")?,
+            Failure::Garbage(at) => write!(l, ",\"error\":\"malformed agent reply at offset {at}\"")?,
+            Failure::LookupFailed => l.write_str(",\"error\":\"DNS lookup failed\"")?,
+        }
+        l.write_str("}")
+    });
+}
+
+/// Log one decision taken from a path learned from DNS (`srh`: the SRH attached, or empty).
+pub fn dns_decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, srh: &[u8], action: Action) {
+    emit(|l| {
+        write!(l, "\"event\":\"{call}\",\"proto\":\"{}\",\"dst\":\"{dst}\",\"port\":{port},", proto.name())?;
+        let (name, errno) = action_name(action);
+        write!(l, "\"action\":\"{name}\"")?;
+        if errno != 0 {
+            write!(l, ",\"errno\":{errno},\"error\":\"{}\"", Json(strerror(errno, &mut [0; 128])))?;
+        }
+        l.write_str(",\"rule\":\"dns\",\"segments\":[")?;
+        let view = Srh::new_unchecked(srh);
+        // SRH order after the destination, backwards: the order they are visited.
+        for (i, s) in (1..view.segment_count()).rev().filter_map(|i| view.segment(i)).enumerate() {
+            write!(l, "{}\"{s}\"", if i == 0 { "" } else { "," })?;
+        }
+        l.write_str("]}")
     });
 }
 

@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 
 use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
 use libsrv6sock::reply::ReplyPolicy;
+use libsrv6sock::wire::agent;
 
 use crate::{log, output};
 
@@ -17,6 +18,52 @@ pub struct Shim {
     pub name_rules: u64,
     /// Replying along the return-path TLV of accepted connections (`SRV6_REPLY`), when on.
     pub reply: Option<ReplyPolicy>,
+    /// The resolver agent to ask for the paths of names (`SRV6_AGENT`), if any.
+    pub agent: Option<Box<AgentAddr>>,
+}
+
+/// The resolver agent's socket address, built once.
+pub struct AgentAddr {
+    /// The Unix socket address (abstract when `SRV6_AGENT` starts with `@`).
+    pub addr: libc::sockaddr_un,
+    /// Its length.
+    pub len: libc::socklen_t,
+    /// How long a lookup may wait for the agent, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// The agent's address from `SRV6_AGENT` (unset: the system-wide agent's socket if it exists; empty: none)
+/// and `SRV6_AGENT_TIMEOUT_MS`.
+fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Box<AgentAddr>>, String> {
+    let name = match env(agent::ENV_AGENT) {
+        Some(n) if n.is_empty() => return Ok(None),
+        Some(n) => n,
+        None if std::path::Path::new(agent::SYSTEM_SOCKET).exists() => agent::SYSTEM_SOCKET.to_string(),
+        None => return Ok(None),
+    };
+    let timeout_ms = match env(agent::ENV_AGENT_TIMEOUT) {
+        None => agent::DEFAULT_TIMEOUT_MS,
+        Some(t) => {
+            t.parse().map_err(|_| format!("{}={t:?} is not a number of milliseconds", agent::ENV_AGENT_TIMEOUT))?
+        }
+    };
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid (empty) value.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let (bytes, abstract_name) = match name.strip_prefix('@') {
+        Some(n) => (n.as_bytes(), true),
+        None => (name.as_bytes(), false),
+    };
+    let start = usize::from(abstract_name);
+    if start + bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        return Err(format!("{}={name:?} is not a usable Unix socket name", agent::ENV_AGENT));
+    }
+    for (dst, src) in addr.sun_path[start..].iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let path_len = start + bytes.len() + usize::from(!abstract_name);
+    let len = (std::mem::size_of::<libc::sa_family_t>() + path_len) as libc::socklen_t;
+    Ok(Some(Box::new(AgentAddr { addr, len, timeout_ms })))
 }
 
 /// What the constructor made of the environment.
@@ -37,7 +84,7 @@ pub fn get() -> Option<&'static State> {
     STATE.get()
 }
 
-fn build(policy: Policy, reply: Option<ReplyPolicy>) -> Result<Shim, String> {
+fn build(policy: Policy, reply: Option<ReplyPolicy>, agent: Option<Box<AgentAddr>>) -> Result<Shim, String> {
     let srhs = policy
         .rules
         .iter()
@@ -50,7 +97,7 @@ fn build(policy: Policy, reply: Option<ReplyPolicy>) -> Result<Shim, String> {
         .collect::<Result<_, _>>()?;
     let name_rules =
         policy.rules.iter().take(64).enumerate().filter(|(_, r)| r.name.is_some()).fold(0, |m, (i, _)| m | 1 << i);
-    Ok(Shim { policy, srhs, name_rules, reply })
+    Ok(Shim { policy, srhs, name_rules, reply, agent })
 }
 
 /// Read the environment and the policy file; called once from the library constructor.
@@ -62,7 +109,8 @@ pub fn init() {
         }
     }
     let reply = ReplyPolicy::from_env(env).map_err(|e| error_chain(&e));
-    let state = match Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?)) {
+    let built = Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?, agent_addr(&env)?));
+    let state = match built {
         Ok(shim) => {
             log::init(shim.policy.rules.len(), shim.fail());
             State::Ready(shim)

@@ -10,7 +10,11 @@
 //! * [`reply`]: the SRH of a reply, built from a received SRH's return-path TLV without allocating.
 //! * [`sid`]: SID layout LOC:FUNCT:ARG (RFC 8986) with configurable widths.
 //! * [`prefix`]: IPv6 prefixes (locators, policy destinations).
+//! * [`agent`]: the messages between the shim and the resolver agent.
+//! * [`path`]: path records served by DNS (type 65300, SRN's 65280; `srv6-path(5)`).
 
+pub mod agent;
+pub mod path;
 pub mod prefix;
 pub mod reply;
 pub mod sid;
