@@ -62,6 +62,10 @@ unsafe fn destination(addr: *const sockaddr, len: socklen_t) -> Option<(Ipv6Addr
 }
 
 fn socket_proto(fd: BorrowedFd<'_>) -> Option<Proto> {
+    // Known since its socket() call: one system call less on every connect().
+    if let Some(proto) = fds::proto(std::os::fd::AsRawFd::as_raw_fd(&fd)) {
+        return Some(proto);
+    }
     let mut ty: c_int = 0;
     let mut len = std::mem::size_of::<c_int>() as socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `ty`.
@@ -123,7 +127,9 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     // Precedence: --segs (SRV6_SEGS), then a path DNS gave for this address (TCP), then the policy's rules.
     if proto == Proto::Tcp && found.is_none_or(|(_, r)| r.origin != ENV_SEGS) {
         match learned::get(dst, &mut buf) {
-            Learned::Path(len) => return attach(shim, call, sock, proto, dst, port, &mut buf, len, None),
+            Learned::Path(len) => {
+                return attach(shim, &Call { name: call, sock, proto, dst, port }, &mut buf, len, None)
+            }
             Learned::Refuse => {
                 log::dns_decision(call, proto, dst, port, &[], Action::Refused(REFUSED_ERRNO));
                 return Outcome::Fail(REFUSED_ERRNO);
@@ -133,7 +139,7 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     }
     let Some((index, rule)) = found else {
         // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off.
-        if fds::forget(fd) {
+        if fds::clear_ours(fd) {
             let _ = attach::clear_srh(sock);
         }
         log::decision(call, proto, dst, port, None, Action::NoMatch);
@@ -141,7 +147,16 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     };
     let template = &shim.srhs[index];
     buf[..template.len()].copy_from_slice(template);
-    attach(shim, call, sock, proto, dst, port, &mut buf, template.len(), Some(rule))
+    attach(shim, &Call { name: call, sock, proto, dst, port }, &mut buf, template.len(), Some(rule))
+}
+
+/// The call being steered: which hook, on which socket, towards where.
+struct Call<'a> {
+    name: &'static str,
+    sock: BorrowedFd<'a>,
+    proto: Proto,
+    dst: Ipv6Addr,
+    port: u16,
 }
 
 /// Errno of a connection refused because the resolver agent failed under `SRV6_FAIL=closed`.
@@ -149,24 +164,15 @@ const REFUSED_ERRNO: c_int = libc::EHOSTUNREACH;
 
 /// Attach the SRH template in `buf[..len]` (segment 0 set to `dst` here) unless the program put a routing
 /// header on the socket itself; `rule` is the policy rule it comes from, `None` for a path from DNS.
-#[allow(clippy::too_many_arguments)]
-fn attach(
-    shim: &Shim,
-    call: &'static str,
-    sock: BorrowedFd<'_>,
-    proto: Proto,
-    dst: Ipv6Addr,
-    port: u16,
-    buf: &mut [u8; srh::MAX_LEN],
-    len: usize,
-    rule: Option<&Rule>,
-) -> Outcome {
+fn attach(shim: &Shim, c: &Call<'_>, buf: &mut [u8; srh::MAX_LEN], len: usize, rule: Option<&Rule>) -> Outcome {
+    let (call, sock, proto, dst, port) = (c.name, c.sock, c.proto, c.dst, c.port);
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     let say = |srh: &[u8], action| match rule {
         Some(r) => log::decision(call, proto, dst, port, Some(r), action),
         None => log::dns_decision(call, proto, dst, port, srh, action),
     };
-    let mut current = [0u8; srh::MAX_LEN];
+    // Whether the program set a routing header: its first bytes are enough (the kernel copies what fits).
+    let mut current = [0u8; 8];
     if !fds::is_ours(fd) && attach::get_srh(sock, &mut current).is_ok_and(|n| n > 0) {
         say(&buf[..len], Action::ProgramSrh);
         return Outcome::Proceed;
@@ -355,7 +361,7 @@ unsafe fn learn(node: *const c_char, mut list: *const addrinfo) -> Outcome {
 }
 
 /// `socket(2)`: a new socket holds no SRH, whatever its number held before (it may have been freed in a way
-/// the shim does not see, such as `close_range()`).
+/// the shim does not see, such as `close_range()`); its type is remembered for `connect()`.
 ///
 /// # Safety
 /// The caller upholds `socket(2)`'s contract.
@@ -365,7 +371,7 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     // SAFETY: the caller's arguments, unchanged.
     let fd = unsafe { real(domain, ty, protocol) };
     if fd >= 0 {
-        fds::forget(fd);
+        fds::created(fd, domain, ty);
     }
     fd
 }
