@@ -191,6 +191,23 @@ pub struct Flow {
     pub bytes_up_out: u64,
     /// Bytes written to the client (after the function).
     pub bytes_down_out: u64,
+    /// The function of server → client bytes when the return path names another one for this proxy
+    /// (asymmetric processing); `null`: [`Flow::function`] handles both directions.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub downstream: Option<Downstream>,
+}
+
+/// The function a flow's return path names for this proxy, when it differs from the forward one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Downstream {
+    /// The proxy's SID in the return-path TLV.
+    pub sid: Ipv6Addr,
+    /// Function name.
+    pub function: String,
+    /// Function number (function bits of the SID).
+    pub function_id: u64,
+    /// Argument bits of the SID.
+    pub argument: u64,
 }
 
 /// Counters since start.
@@ -414,6 +431,7 @@ mod tests {
             bytes_down: 1 << 20,
             bytes_up_out: 85,
             bytes_down_out: (1 << 20) - 1,
+            downstream: None,
         }
     }
 
@@ -509,6 +527,9 @@ mod tests {
     #[test]
     fn every_reply_round_trips() {
         round_trip(FlowsReply { flows: vec![flow(), Flow { state: FlowState::Connecting, ..flow() }] });
+        let copy_down =
+            Downstream { sid: "fc00:f1::1:0:0".parse().unwrap(), function: "copy".into(), function_id: 1, argument: 0 };
+        round_trip(FlowsReply { flows: vec![Flow { downstream: Some(copy_down), ..flow() }] });
         round_trip(FlowsReply { flows: vec![] });
         round_trip(StatsReply { stats: stats() });
         assert!(stats().to_string().starts_with(r#"{"uptime_s":1,"workers":2,"#), "{}", stats());

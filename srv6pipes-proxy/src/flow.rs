@@ -16,7 +16,7 @@ use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use srv6pipes_api::abi::Direction;
-use srv6pipes_api::control::FlowState;
+use srv6pipes_api::control::{Downstream, FlowState};
 
 use crate::lifecycle::{Interrupt, Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
@@ -215,7 +215,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
     match admitted
         .and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release()))
     {
-        Ok((route, func, insts)) => {
+        Ok((route, func, insts, downstream)) => {
             let entry = shared.flows.insert(
                 id,
                 FlowMeta {
@@ -227,6 +227,7 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                     module: func.module_name().into(),
                     function_id: route.function,
                     argument: route.argument,
+                    downstream,
                 },
             );
             tracing::debug!(flow = id, %client, %server, sid = %route.sid, function = %func.name, argument = route.argument, "flow accepted");
@@ -266,7 +267,7 @@ fn prepare(
     worker: usize,
     id: u64,
     shared: &Shared,
-) -> Result<(Route, Arc<Function>, Instances), Refusal> {
+) -> Result<(Route, Arc<Function>, Instances, Option<Downstream>), Refusal> {
     let mut buf = [0u8; 2048 + 128];
     let range = attach::syn_srh(stream.as_fd(), &mut buf)?;
     let srh = range.map(|r| &buf[r]);
@@ -287,23 +288,30 @@ fn prepare(
     let (func, inst) = spawn(route.sid, route.function, route.argument)?;
     let active =
         |f: &Function, inst: Instance, dirs: &[Direction]| dirs.iter().any(|&d| f.transforms(d)).then_some(inst);
-    let insts = match &back {
+    let (insts, downstream) = match &back {
         Some(ReturnPlan { sid, function, argument, .. })
             if (*function, *argument) != (route.function, route.argument) =>
         {
             let (down_func, down) = spawn(*sid, *function, *argument)?;
             tracing::debug!(flow = id, up = %func.name, down = %down_func.name, "asymmetric functions");
-            Instances::Split {
+            let downstream = Downstream {
+                sid: *sid,
+                function: down_func.name.as_str().into(),
+                function_id: *function,
+                argument: *argument,
+            };
+            let insts = Instances::Split {
                 up: active(&func, inst, &[Direction::Up]),
                 down: active(&down_func, down, &[Direction::Down]),
-            }
+            };
+            (insts, Some(downstream))
         }
-        _ => Instances::Shared(active(&func, inst, &Direction::BOTH)),
+        _ => (Instances::Shared(active(&func, inst, &Direction::BOTH)), None),
     };
     if let Some(reply) = back.as_ref().and_then(|b| b.srh.as_deref()) {
         attach::set_srh(stream.as_fd(), reply)?;
     }
-    Ok((route, func, insts))
+    Ok((route, func, insts, downstream))
 }
 
 /// Open the outbound leg: source = the client, SRH = the remaining segments, destination = the server.

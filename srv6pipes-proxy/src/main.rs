@@ -138,13 +138,18 @@ fn print_flows(r: FlowsReply) {
         "ID", "CLIENT", "SERVER", "SID", "FUNCTION", "ARG", "UP", "DOWN", "STATE", "AGE"
     );
     for f in &r.flows {
+        // Asymmetric processing: the forward function, then the one the return path names.
+        let function = match &f.downstream {
+            Some(d) => format!("{}/{}", f.function, d.function),
+            None => f.function.clone(),
+        };
         println!(
             "{:>6} {:<30} {:<30} {:<26} {:<10} {:>#10x} {:>9} {:>9} {:<14} {:>7.1}s",
             f.id,
             f.client.to_string(),
             f.server.to_string(),
             f.sid.to_string(),
-            f.function,
+            function,
             f.argument,
             human_bytes(f.bytes_up),
             human_bytes(f.bytes_down),

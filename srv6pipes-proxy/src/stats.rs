@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use srv6pipes_api::control::{Flow, FlowState, Stats};
+use srv6pipes_api::control::{Downstream, Flow, FlowState, Stats};
 
 /// Flow states by their number (`state as u8`, the declaration order), as [`FlowEntry`] stores them.
 const STATES: [FlowState; 5] = [
@@ -62,6 +62,7 @@ impl From<&FlowEntry> for Flow {
             function: m.function.to_string(),
             function_id: m.function_id,
             argument: m.argument,
+            downstream: m.downstream.clone(),
             state: f.state(),
             age_ms: f.started.elapsed().as_millis() as u64,
             bytes_up: f.up_in.load(Relaxed),
@@ -138,6 +139,8 @@ pub struct FlowMeta {
     pub function_id: u64,
     /// Argument bits of the SID.
     pub argument: u64,
+    /// The return path's function for server → client bytes, when it is another one.
+    pub downstream: Option<Downstream>,
 }
 
 impl FlowTable {
@@ -296,6 +299,7 @@ mod tests {
             module: "builtin".into(),
             function_id: 2,
             argument: 0x5a,
+            downstream: None,
         };
         let e = t.insert(7, meta);
         assert_eq!(t.flows()[0].state, FlowState::Connecting);

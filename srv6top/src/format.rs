@@ -73,6 +73,15 @@ pub fn flags(f: u8) -> String {
     s
 }
 
+/// A proxy flow's function as called: `xor(0x5a)`, or with asymmetric processing
+/// `xor(0x5a) up, copy(0x0) down`.
+pub fn proxy_function(f: &srv6pipes_api::control::Flow) -> String {
+    match &f.downstream {
+        Some(d) => format!("{}({:#x}) up, {}({:#x}) down", f.function, f.argument, d.function, d.argument),
+        None => format!("{}({:#x})", f.function, f.argument),
+    }
+}
+
 /// The segments in the order a packet visits them (the SRH lists them backwards).
 pub fn segments_in_visit_order(srh: &SrhRepr) -> Vec<Ipv6Addr> {
     srh.segments.iter().rev().copied().collect()

@@ -104,6 +104,8 @@ pub struct ProxyFlowReport {
     pub state: String,
     /// Function name.
     pub function: String,
+    /// The function of server → client bytes, when the return path names another one.
+    pub function_down: Option<String>,
     /// Bytes read from the client.
     pub bytes_up: u64,
     /// Bytes read from the server.
@@ -189,6 +191,7 @@ fn flow(app: &App, f: &Flow, now: Duration) -> FlowReport {
                 id: p.id,
                 state: p.state.to_string(),
                 function: p.function.clone(),
+                function_down: p.downstream.as_ref().map(|d| d.function.clone()),
                 bytes_up: p.bytes_up,
                 bytes_down: p.bytes_down,
                 bytes_up_out: p.bytes_up_out,

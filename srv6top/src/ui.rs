@@ -13,7 +13,7 @@ use ratatui::Frame;
 
 use crate::app::{App, View};
 use crate::flows::{Flow, PacketRow};
-use crate::format::{addr_port, bytes, duration, flags, rate, segments_in_visit_order};
+use crate::format::{addr_port, bytes, duration, flags, proxy_function, rate, segments_in_visit_order};
 use libsrv6sock::wire::srh::SrhRepr;
 use libsrv6sock::wire::tlv::{TlvRepr, TYPE_PAD1};
 
@@ -232,13 +232,12 @@ fn detail<'a>(app: &'a App, flow: Option<&'a Flow>, now: Duration) -> Paragraph<
     }
     for (socket, p) in app.proxies.joined(&flow.key) {
         lines.push(Line::from(format!(
-            "proxy {}: flow {} {} via {} {}({:#x}), in {}/{} out {}/{}",
+            "proxy {}: flow {} {} via {} {}, in {}/{} out {}/{}",
             socket.display(),
             p.id,
             p.state,
             p.sid,
-            p.function,
-            p.argument,
+            proxy_function(p),
             bytes(p.bytes_up),
             bytes(p.bytes_down),
             bytes(p.bytes_up_out),
@@ -314,14 +313,13 @@ fn draw_proxies(f: &mut Frame, app: &App, area: Rect) {
         for fl in &p.flows {
             let captured = app.shown().flows().any(|c| app.proxies.joined(&c.key).iter().any(|(_, j)| j.id == fl.id));
             lines.push(Line::from(format!(
-                "  #{} [{}]:{} → [{}]:{} {}({:#x}) {} in {}/{} out {}/{}{}",
+                "  #{} [{}]:{} → [{}]:{} {} {} in {}/{} out {}/{}{}",
                 fl.id,
                 fl.client.ip(),
                 fl.client.port(),
                 fl.server.ip(),
                 fl.server.port(),
-                fl.function,
-                fl.argument,
+                proxy_function(fl),
                 fl.state,
                 bytes(fl.bytes_up),
                 bytes(fl.bytes_down),
@@ -452,6 +450,12 @@ mod tests {
                     bytes_down: 180_000,
                     bytes_up_out: 80,
                     bytes_down_out: 180_000,
+                    downstream: Some(srv6pipes_api::control::Downstream {
+                        sid: "fc00:f1::1:0:0".parse().unwrap(),
+                        function: "copy".into(),
+                        function_id: 1,
+                        argument: 0,
+                    }),
                 }],
                 stats: None,
                 error: None,

@@ -20,7 +20,7 @@ use anyhow::{ensure, Context, Result};
 use libsrv6sock::capture::{read_pcap, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::proxy::Proxy;
-use srv6pipes_tests::{binaries, oracle, with_net, Net};
+use srv6pipes_tests::{binaries, oracle, wait_until, with_net, Net};
 
 const HTTP_PORT: u16 = 8080;
 const UPLOAD_PORT: u16 = 8081;
@@ -268,7 +268,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn asymmetric_functions_xor_up_copy_down() {
     with_net("offpath", "rpasym", |net| {
-        let (_p1, _p2) = proxies(net)?;
+        let (p1, _p2) = proxies(net)?;
         let http = HttpServer::start_under(net, "server", HTTP_PORT, &reply_wrapper(&[])?)?;
         let sha = http.add_random_file("1m.bin", MIB)?;
         let plain = hex(b"HTTP/1.1 200");
@@ -292,6 +292,25 @@ fn asymmetric_functions_xor_up_copy_down() {
                 down.iter().map(|p| &p[..p.len().min(24)]).collect::<Vec<_>>()
             );
         }
+        // The proxy's flow table says which function each direction takes (a slow download to look at).
+        let back = format!("{P2_COPY},{P1_COPY}");
+        let url = format!("http://[{SERVER}]:{HTTP_PORT}/1m.bin");
+        let mut slow = net
+            .cmd("client", [srv6run()?])
+            .args(["--segs", &segs, "--return-path", &back, "--", "curl", "-sS", "-g", "--noproxy", "*"])
+            .args(["--limit-rate", "100K", "--max-time", "60", "-o", "/dev/null", &url])
+            .spawn()?;
+        wait_until("p1 to relay the slow download", FAIL_T, || Ok(!p1.flows(net)?.is_empty()))?;
+        slow.ensure_running()?;
+        let flows = p1.flows(net)?;
+        let flow = flows.first().context("p1's flow ended")?;
+        let down = flow.downstream.as_ref().with_context(|| format!("p1 shows no downstream function: {flow:?}"))?;
+        ensure!(
+            (flow.function.as_str(), down.function.as_str(), down.function_id, down.sid.to_string())
+                == ("xor", "copy", 1, P1_COPY.to_string()),
+            "p1's flow: {flow:?}"
+        );
+        slow.stop()?;
         Ok(())
     })
 }
