@@ -295,8 +295,8 @@ impl Proc {
         Ok(())
     }
 
-    /// [`wait_until`] `ready`, failing at once if the program ends meanwhile; a timeout error carries the
-    /// program's standard error.
+    /// [`wait_until`] `ready`, failing at once if the program ends without having become ready; a timeout error
+    /// carries the program's standard error.
     pub fn wait_until(
         &mut self,
         what: &str,
@@ -304,8 +304,16 @@ impl Proc {
         mut ready: impl FnMut(&Proc) -> Result<bool>,
     ) -> Result<()> {
         let waited = wait_until(what, timeout, || {
-            self.ensure_running()?;
-            ready(self)
+            if ready(self)? {
+                return Ok(true);
+            }
+            if let Err(ended) = self.ensure_running() {
+                // It may have said what we wait for just before exiting: give its output readers the moment
+                // they need to reach the end.
+                std::thread::sleep(Duration::from_millis(200));
+                return if ready(self)? { Ok(true) } else { Err(ended) };
+            }
+            Ok(false)
         });
         waited.with_context(|| format!("`{}`\n--- stderr ---\n{}", self.command, self.stderr().trim_end()))
     }
