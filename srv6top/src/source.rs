@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use libsrv6sock::capture::{decode_frame, Frame, LinkType, PcapFile};
+use libsrv6sock::capture::{decode_packet, Frame, LinkType, PcapFile};
 
 /// Frames handed over at once: one channel operation per batch, not per packet.
 const BATCH: usize = 512;
@@ -242,14 +242,10 @@ fn capture_loop(mut c: Interface, shared: &Shared) {
                 if let Some(save) = &mut c.save {
                     save.write(&p);
                 }
-                let ts = Duration::new(
-                    u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
-                    u32::try_from(p.header.ts.tv_usec).unwrap_or(0).min(999_999) * 1000,
-                );
                 if batch.is_empty() {
                     batch_started = Instant::now();
                 }
-                batch.push(decode_frame(c.link, frame, ts, p.header.len, p.data));
+                batch.push(decode_packet(c.link, frame, &p));
             }
             Err(pcap::Error::TimeoutExpired) => {}
             Err(e) => {

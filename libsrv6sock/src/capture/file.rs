@@ -78,16 +78,22 @@ impl Iterator for PcapFile {
         match self.capture.next_packet() {
             Ok(p) => {
                 self.frame += 1;
-                let ts = Duration::new(
-                    p.header.ts.tv_sec.max(0) as u64,
-                    p.header.ts.tv_usec.clamp(0, 999_999) as u32 * 1000,
-                );
-                Some(Ok(decode_frame(self.link, self.frame, ts, p.header.len, p.data)))
+                Some(Ok(decode_packet(self.link, self.frame, &p)))
             }
             Err(pcap::Error::NoMorePackets) => None,
             Err(source) => Some(Err(CaptureError::Read { path: self.path.clone(), frame: self.frame, source })),
         }
     }
+}
+
+/// Decode frame number `frame` as libpcap handed it over (from a file or a live capture): its capture time
+/// and length on the wire come from the record header.
+pub fn decode_packet(link: LinkType, frame: usize, p: &pcap::Packet<'_>) -> Frame {
+    let ts = Duration::new(
+        u64::try_from(p.header.ts.tv_sec).unwrap_or(0),
+        u32::try_from(p.header.ts.tv_usec).unwrap_or(0).min(999_999) * 1000,
+    );
+    decode_frame(link, frame, ts, p.header.len, p.data)
 }
 
 /// Every IPv6 packet of the pcap file at `path`, strictly: a frame that does not decode, or an IPv6 packet

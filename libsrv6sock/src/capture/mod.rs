@@ -9,5 +9,5 @@
 pub mod file;
 pub mod frame;
 
-pub use file::{read_pcap, CaptureError, PcapFile};
+pub use file::{decode_packet, read_pcap, CaptureError, PcapFile};
 pub use frame::{decode_frame, tcp_flags, CapturedSrh, DecodeError, Frame, LinkType, Packet, Tcp, Transport, Udp};
