@@ -163,13 +163,9 @@ fn one_shot(mut app: App, mut feed: Feed, cli: &Cli) -> Result<()> {
     }
     let now = now(&app);
     let report = report::build(&app, now);
-    let mut out = std::io::stdout().lock();
-    if cli.json {
-        serde_json::to_writer_pretty(&mut out, &report)?;
-        writeln!(out)?;
-    } else {
-        out.write_all(report::text(&report).as_bytes())?;
-    }
+    // Formatted first, so that every write error is an io::Error (a closed pipe ends quietly, see main).
+    let text = if cli.json { serde_json::to_string_pretty(&report)? + "\n" } else { report::text(&report) };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
     Ok(())
 }
 

@@ -323,6 +323,10 @@ fn malformed_packets_crafted_with_scapy_are_counted_and_shown() {
         // The packet list names each defect.
         let text = net.cmd("client", [srv6top()?]).args(["-r", pcap_s, "--report"]).timeout(T).run()?;
         ensure!(text.stdout.contains("3 malformed"), "text report: {text}");
+        // A reader that stops early (`| head`) ends the report quietly, with status 0.
+        let cut = format!("set -o pipefail; {} -r {pcap_s} --json | head -n 1", srv6top()?.display());
+        let cut = net.cmd("client", ["bash", "-c", &cut]).timeout(T).output()?;
+        ensure!(cut.status.success() && cut.stderr.is_empty(), "srv6top --json | head: {cut}");
         Ok(())
     })
 }
