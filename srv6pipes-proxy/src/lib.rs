@@ -8,6 +8,7 @@
 //!   and `xor`.
 //! * [`control`]: the control socket's server (protocol of `srv6pipes_api::control`); [`stats`]: flow table
 //!   and counters.
+//! * [`replysteer`]: with `--reply-path`, the kernel's per-flow reply steering on the ingress devices.
 //! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets.
 //! * [`proxy`]: workers and the process lifecycle (signals, stop, drain, takeover, teardown);
 //!   [`lifecycle`]: the phase shared with workers and flows, admission and limits; [`state`]: the state
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod module;
 pub mod proxy;
 pub mod relay;
+pub mod replysteer;
 pub mod retpath;
 pub mod state;
 pub mod stats;

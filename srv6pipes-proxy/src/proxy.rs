@@ -17,7 +17,7 @@ use crate::lifecycle::{Lifecycle, Phase};
 use crate::module::{ModuleError, Registry};
 use crate::state::{self, StateError, StateFile};
 use crate::stats::FlowTable;
-use crate::{builtin, control, datapath, metrics, relay, timewait};
+use crate::{builtin, control, datapath, metrics, relay, replysteer, timewait};
 
 /// Why the proxy could not start, or stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +56,9 @@ pub enum RunError {
     /// The state file cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// `--reply-path`'s reply steering could not be attached.
+    #[error("attaching reply steering (--reply-path)")]
+    ReplySteer(#[source] srv6pipes_steer::SteerError),
     /// Another live proxy owns the datapath of the state file.
     #[error("process {pid} owns the datapath recorded in {}: stop it, or start with --takeover", path.display())]
     Owned {
@@ -281,6 +284,10 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
         tracing::info!(flows = r.flows_active, "the previous proxy drains its flows");
     }
 
+    let steer = match &cfg.flow.reply {
+        Some(_) => Some(replysteer::attach(&cfg.datapath).map_err(RunError::ReplySteer)?),
+        None => None,
+    };
     // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).
     let ctl = control::bind(&cfg.control, previous_owner.is_some())?;
     let _ctl_file = control::RemoveOnDrop::new(&cfg.control);
@@ -340,6 +347,12 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     match shared.life.live() {
         0 => tracing::info!("every flow ended"),
         n => tracing::warn!("{n} flow(s) still open after {STOP_BOUND:?}"),
+    }
+    // The resets are out: the replies need no steering any more.
+    if let Some(steer) = steer {
+        if let Ok(c) = steer.counters() {
+            tracing::info!(?c, "reply steering detached");
+        }
     }
     if let Some(dp) = dp.take() {
         match StateFile::new(&cfg.state).owner() {

@@ -8,9 +8,10 @@
 //! * **Reply SRH** (with `--reply-path`): the client-facing socket sends with the SRH of the waypoints
 //!   that follow the return SID, then the client, so that an upstream proxy off the routed path still sees
 //!   the replies. When the return SID is the last waypoint (the first proxy), none is needed.
-//! * **The TLV for the server** (with `--reply-path`): the last proxy keeps an SRH holding only the server
-//!   (segments left 0) on its outbound leg when the SYN carried a return path, so that the server (under
-//!   `srv6run --reply-path`) learns it.
+//! * **The TLV for the server** (with `--reply-path`): the last proxy keeps the SYN's SRH, segments left 0,
+//!   on its outbound leg when the SYN carried a return path, so that the server (under `srv6reply` or
+//!   `srv6run --reply-path`) learns it; the segments stay so that the server sees which locators the
+//!   forward path visited (the return path's waypoints must share one, see `srv6reply(8)`).
 //!
 //! A TLV that does not parse, names a waypoint no reply may visit, or would need a longer SRH than the
 //! MSS clamp leaves room for is refused: the flow is reset and counted as malformed.
@@ -75,18 +76,23 @@ pub fn plan(
 }
 
 /// For the last proxy of a path: the SRH of the outbound leg that carries the SYN's TLVs to `server`
-/// (segments `[server]`, segments left 0), or `None` when the SYN had no return path.
+/// (the SYN's segments with `server` first, segments left 0), or `None` when the SYN had no return path.
 pub fn server_srh(syn: &[u8], server: Ipv6Addr) -> Result<Option<Vec<u8>>, ReturnError> {
     let srh = SrhRepr::from_bytes(syn)?;
     if srh.return_path().is_none() {
         return Ok(None);
+    }
+    let mut segments = srh.segments;
+    match segments.first_mut() {
+        Some(first) => *first = server,
+        None => segments.push(server),
     }
     let out = SrhRepr {
         next_header: NEXT_HEADER_NONE,
         segments_left: 0,
         flags: srh.flags,
         tag: srh.tag,
-        segments: vec![server],
+        segments,
         tlvs: srh.tlvs,
     };
     Ok(Some(out.to_bytes()?))
@@ -143,7 +149,8 @@ mod tests {
     fn the_server_gets_the_tlv() {
         let bytes = syn(vec![a("fc00:f1::1"), a("fc00:f2::1")]);
         let out = SrhRepr::from_bytes(&server_srh(&bytes, a("fc00:4::2")).unwrap().unwrap()).unwrap();
-        assert_eq!((&out.segments[..], out.segments_left), (&[a("fc00:4::2")][..], 0));
+        let forward = [a("fc00:4::2"), a("fc00:f2::2:0:5a"), a("fc00:f1::2:0:5a")];
+        assert_eq!((&out.segments[..], out.segments_left), (&forward[..], 0));
         assert_eq!(out.return_path(), Some(&[a("fc00:f1::1"), a("fc00:f2::1")][..]));
         let plain = SrhRepr::for_path(a("fc00:4::2"), &[a("fc00:f1::1")]).unwrap().to_bytes().unwrap();
         assert_eq!(server_srh(&plain, a("fc00:4::2")).unwrap(), None);

@@ -226,6 +226,39 @@ impl ReplySteer {
         })
     }
 
+    /// Read the counters and log (warn) what went wrong since `before`: refusals, evictions, packets that
+    /// could not be steered. Returns the reading.
+    pub fn log_changes(&self, before: &ReplyCounters) -> Result<ReplyCounters, SteerError> {
+        let now = self.counters()?;
+        if now.refused_locator > before.refused_locator {
+            tracing::warn!(
+                refused = now.refused_locator - before.refused_locator,
+                "return paths refused: a waypoint shares no locator with the SYN's segments and is not allowed (replies take the routed path)"
+            );
+        }
+        if now.refused_malformed > before.refused_malformed {
+            tracing::warn!(
+                refused = now.refused_malformed - before.refused_malformed,
+                "return paths refused: malformed TLV or a waypoint that is not unicast (replies take the routed path)"
+            );
+        }
+        if now.evicted > before.evicted {
+            tracing::warn!(
+                evicted = now.evicted - before.evicted,
+                flows = now.present,
+                "flows evicted from a full table are no longer steered: make the table bigger"
+            );
+        }
+        let errors = |c: &ReplyCounters| c.err_store + c.err_adjust + c.skip_too_long;
+        if errors(&now) > errors(before) {
+            tracing::warn!(?now, "packets could not be steered");
+        }
+        if now != *before {
+            tracing::debug!(?now, "reply steering counters");
+        }
+        Ok(now)
+    }
+
     /// The flows in the table now.
     pub fn flows(&self) -> Result<Vec<ReplyFlow>, SteerError> {
         Ok(self.table()?.iter().filter_map(Result::ok).filter_map(|(k, v)| decode(&k, &v)).collect())

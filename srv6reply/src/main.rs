@@ -102,33 +102,7 @@ async fn watch(steer: &ReplySteer, cli: &Cli) -> Result<ReplyCounters> {
 
 /// One reading: log what changed since `before`, write `stats`.
 fn reading(steer: &ReplySteer, before: &ReplyCounters, stats: Option<&Path>) -> Result<ReplyCounters> {
-    let now = steer.counters().context("reading the counters")?;
-    if now.refused_locator > before.refused_locator {
-        tracing::warn!(
-            refused = now.refused_locator - before.refused_locator,
-            "return paths refused: a waypoint shares no locator with the SYN's segments and is not in --reply-allow (replies take the routed path)"
-        );
-    }
-    if now.refused_malformed > before.refused_malformed {
-        tracing::warn!(
-            refused = now.refused_malformed - before.refused_malformed,
-            "return paths refused: malformed TLV or a waypoint that is not unicast (replies take the routed path)"
-        );
-    }
-    if now.evicted > before.evicted {
-        tracing::warn!(
-            evicted = now.evicted - before.evicted,
-            flows = now.present,
-            "flows evicted from a full table are no longer steered: raise --flows"
-        );
-    }
-    let errors = now.err_store + now.err_adjust + now.skip_too_long;
-    if errors > before.err_store + before.err_adjust + before.skip_too_long {
-        tracing::warn!(?now, "packets could not be steered");
-    }
-    if now != *before {
-        tracing::debug!(?now, "counters");
-    }
+    let now = steer.log_changes(before).context("reading the counters")?;
     if let Some(path) = stats {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec(&now)?).with_context(|| format!("writing {}", tmp.display()))?;

@@ -12,6 +12,7 @@
 //! * [`dns`]: a real BIND 9 (`named`) with views, authoritative for a test zone.
 //! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.
 //! * [`proxy`]: a `srv6pipes-proxy` process in a host and its control socket.
+//! * [`reply`]: a `srv6reply` process (host-wide reply steering) and its counters.
 //! * [`binaries`]: the workspace's programs (`srv6run`, `srv6pipes-proxy`, `libsrv6sock.so`).
 //!
 //! The tests need root (namespaces, veths, captures) and the workspace's binaries built first:
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod oracle;
 pub mod process;
 pub mod proxy;
+pub mod reply;
 pub mod topology;
 
 pub use capture::Capture;

@@ -32,6 +32,7 @@ fn every_program_has_a_page() {
         "srv6pipes-proxy.8",
         "srv6pipes-module.3",
         "srv6top.8",
+        "srv6reply.8",
     ] {
         assert!(names.iter().any(|n| n == want), "man/{want} is missing (have {names:?})");
     }
@@ -105,7 +106,12 @@ fn help(bin: &str, sub: Option<&str>) -> String {
 
 #[test]
 fn program_pages_document_exactly_the_programs_options() {
-    for (bin, page) in [("srv6run", "srv6run.1"), ("srv6top", "srv6top.8"), ("srv6pipes-proxy", "srv6pipes-proxy.8")] {
+    for (bin, page) in [
+        ("srv6run", "srv6run.1"),
+        ("srv6top", "srv6top.8"),
+        ("srv6pipes-proxy", "srv6pipes-proxy.8"),
+        ("srv6reply", "srv6reply.8"),
+    ] {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../man").join(page);
         // mdoc escapes hyphens in some pages (`Fl \-port`): compare unescaped.
         let text =

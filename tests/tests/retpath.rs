@@ -2,14 +2,12 @@
 //! router r2 each hanging off r by their own link). Nothing but an SRH brings a packet to p1, p2 or r2, so
 //! captures on their links show which replies followed the return-path TLV.
 //!
-//! * The server runs under `srv6run --reply-path` (nginx, the python upload sink): its accepted
-//!   connections send with the SRH of their SYN's TLV.
-//! * The proxies run with `--reply-path`: the client-facing socket sends with the waypoints that follow the
-//!   proxy's return SID, the last proxy passes the TLV to the server, the MSS is clamped.
-//! * The kernel sends a SYN-ACK before `accept()` returns, so it cannot carry a per-flow SRH: where a proxy
-//!   is off the routed path back, its outbound connect only completes if the SYN-ACK reaches it. The chained
-//!   tests give the replying hosts (server, p2) a static SYN-ACK route ([`steer_syn_acks`]), as
-//!   `srv6pipes-proxy(8)` documents.
+//! * Servers behind a chain run unmodified (nginx, python, a static busybox) under `srv6reply` (the
+//!   kernel's per-flow reply steering, host-wide): every reply of a flow, its SYN-ACK first, carries the
+//!   SRH of its SYN's TLV. One test runs a server under `srv6run --reply-path` (the shim) instead.
+//! * The proxies run with `--reply-path`: the same kernel steering on their ingress devices sends each
+//!   client-facing leg's replies, SYN-ACK included, along the waypoints that follow the proxy's return
+//!   SID; the last proxy passes the TLV (and the forward segments) to the server. No static route anywhere.
 //! * The last test runs `--reply-path` on the on-path chain (`proxy-chain`), which must keep working.
 
 use std::net::Ipv6Addr;
@@ -20,6 +18,7 @@ use anyhow::{ensure, Context, Result};
 use libsrv6sock::capture::{read_pcap, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::proxy::Proxy;
+use srv6pipes_tests::reply::ReplyDaemon;
 use srv6pipes_tests::{binaries, oracle, wait_until, with_net, Net};
 
 const HTTP_PORT: u16 = 8080;
@@ -55,49 +54,26 @@ fn reply_wrapper(extra: &[&str]) -> Result<Vec<String>> {
     Ok(v)
 }
 
-/// SYN-ACKs that `host` sends to the client's prefix go through `via` (any address of the previous proxy's
-/// locator), with an SRH inserted by a route: nftables marks them, an `ip rule` picks the route.
-fn steer_syn_acks(net: &Net, host: &str, via: &str, gateway: &str) -> Result<()> {
-    let rules = net.path(&format!("synack-{host}.nft"));
-    std::fs::write(
-        &rules,
-        "table ip6 synack {\n chain out {\n  type route hook output priority mangle; policy accept;\n  \
-         ip6 daddr fc00:1::/64 tcp flags & (syn | ack) == syn | ack meta mark set 0x20\n }\n}\n",
-    )?;
-    net.cmd(host, ["nft", "-f"]).arg(&rules).run()?;
-    net.run(host, ["ip", "-6", "rule", "add", "fwmark", "0x20", "lookup", "200", "pref", "50"])?;
-    let route = ["fc00:1::/64", "encap", "seg6", "mode", "inline", "segs", via, "via", gateway, "dev", "eth0"];
-    net.cmd(host, ["ip", "-6", "route", "add"]).args(route).args(["table", "200"]).run()?;
-    Ok(())
-}
-
-/// Both proxies with `--reply-path` (ingress: their one link), SYN-ACKs of the server and of p2 steered.
+/// Both proxies with `--reply-path` (ingress: their one link).
 fn proxies(net: &Net) -> Result<(Proxy, Proxy)> {
     let p1 = Proxy::start_on(net, "p1", "fc00:f1::/80", 5001, "eth0", &["--reply-path"])?;
     let p2 = Proxy::start_on(net, "p2", "fc00:f2::/80", 5002, "eth0", &["--reply-path"])?;
-    steer_syn_acks(net, "server", P2_COPY, "fc00:3::1")?;
-    steer_syn_acks(net, "p2", P1_COPY, "fc00:b::1")?;
     Ok((p1, p2))
 }
 
-/// `srv6run ARGS -- curl …` in the client: GET `name` into a file; the output of curl (which may fail).
+/// Host-wide reply steering on the server, default settings.
+fn steering_server(net: &Net) -> Result<ReplyDaemon> {
+    ReplyDaemon::start(net, "server", "eth0", &[])
+}
+
+/// `srv6run ARGS -- curl …` in the client: GET `name` from nginx into a file; curl's output (which may fail).
 fn curl(
     net: &Net,
     srv6run_args: &[&str],
     name: &str,
     max_time: u64,
 ) -> Result<(srv6pipes_tests::Output, std::path::PathBuf)> {
-    let out = net.path(&format!("got-{name}"));
-    let url = format!("http://[{SERVER}]:{HTTP_PORT}/{name}");
-    let result = net
-        .cmd("client", [srv6run()?])
-        .args(srv6run_args)
-        .args(["--", "curl", "-sS", "-g", "--noproxy", "*", "--max-time", &max_time.to_string(), "-o"])
-        .arg(&out)
-        .arg(url)
-        .timeout(Duration::from_secs(max_time + 10))
-        .output()?;
-    Ok((result, out))
+    get(net, srv6run_args, HTTP_PORT, name, max_time)
 }
 
 /// Download `name` (sha256 `want`) and upload `size` random bytes through `segs`; both must arrive intact.
@@ -121,9 +97,9 @@ fn download_and_upload(net: &Net, segs: &[&str], name: &str, want: &str, size: u
     Ok(())
 }
 
-/// Packets from the server's HTTP port (the downstream direction) in a capture.
-fn downstream(packets: &[Packet]) -> Vec<&Packet> {
-    packets.iter().filter(|p| p.src == a(SERVER) && p.tcp().is_some_and(|t| t.src_port == HTTP_PORT)).collect()
+/// Packets from the server's `port` (the downstream direction) in a capture.
+fn downstream(packets: &[Packet], port: u16) -> Vec<&Packet> {
+    packets.iter().filter(|p| p.src == a(SERVER) && p.tcp().is_some_and(|t| t.src_port == port)).collect()
 }
 
 /// Stop a capture after the transfer's packets are in, and decode it.
@@ -134,11 +110,11 @@ fn packets_of(cap: srv6pipes_tests::Capture) -> Result<(std::path::PathBuf, Vec<
     Ok((pcap, packets))
 }
 
-/// Every downstream data packet of `packets` sent to `dst` carries an SRH with `segments` (SRH order), and
+/// Every downstream data packet (from the server's `port`) of `packets` sent to `dst` carries an SRH with `segments` (SRH order), and
 /// there are some; scapy decodes the same segments for every one of them.
-fn assert_reply_srh(pcap: &Path, packets: &[Packet], dst: &str, segments: &[&str], at: &str) -> Result<()> {
+fn assert_reply_srh(pcap: &Path, packets: &[Packet], port: u16, dst: &str, segments: &[&str], at: &str) -> Result<()> {
     let want: Vec<Ipv6Addr> = segments.iter().map(|s| a(s)).collect();
-    let data: Vec<&Packet> = downstream(packets)
+    let data: Vec<&Packet> = downstream(packets, port)
         .into_iter()
         .filter(|p| p.dst == a(dst) && p.tcp().is_some_and(|t| t.payload_len > 0))
         .collect();
@@ -174,7 +150,7 @@ fn server_replies_through_an_off_path_end_sid() {
         ensure!(sha256_file(&file)? == sha, "the download differs");
         let (pcap, packets) = packets_of(cap)?;
         // The replies visit r2: [client, r2] with r2 active.
-        assert_reply_srh(&pcap, &packets, R2_END, &[CLIENT, R2_END], "r2")?;
+        assert_reply_srh(&pcap, &packets, HTTP_PORT, R2_END, &[CLIENT, R2_END], "r2")?;
         ensure!(http.access_log()?.starts_with(&format!("{CLIENT} ")), "nginx saw another peer");
         let installed = || -> Result<usize> {
             Ok(std::fs::read_to_string(&log)?.lines().filter(|l| l.contains("\"action\":\"reply-path\"")).count())
@@ -193,7 +169,7 @@ fn server_replies_through_an_off_path_end_sid() {
         let (out, _) = curl(net, &["--segs", R2_END], "1m.bin", 30)?;
         ensure!(out.status.success(), "download without --reply-path failed: {out}");
         let (_, packets) = packets_of(cap)?;
-        ensure!(downstream(&packets).is_empty(), "replies crossed r2 without --reply-path");
+        ensure!(downstream(&packets, HTTP_PORT).is_empty(), "replies crossed r2 without --reply-path");
         Ok(())
     })
 }
@@ -202,9 +178,9 @@ fn server_replies_through_an_off_path_end_sid() {
 fn off_path_proxies_xor_both_ways_with_the_return_srh() {
     with_net("offpath", "rpxor", |net| {
         let (p1, p2) = proxies(net)?;
-        let wrapper = reply_wrapper(&[])?;
-        let http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
-        let _sink = UploadSink::start_under(net, "server", UPLOAD_PORT, &wrapper)?;
+        let _steer = steering_server(net)?;
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        let _sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
         let small = http.add_random_file("1m.bin", MIB)?;
         let sha = http.add_random_file("10m.bin", 10 * MIB)?;
         let segs = format!("{P1_XOR},{P2_XOR}");
@@ -218,9 +194,9 @@ fn off_path_proxies_xor_both_ways_with_the_return_srh() {
         download_and_upload(net, &["--segs", &segs], "10m.bin", &sha, 10 * MIB)?;
         // TLV (reverse of the forward path): [p1, p2] in SRH order. The server sends [client, p1, p2]
         // towards p2; p2 sends [client, p1] towards p1; p1 sends to the client without SRH.
-        assert_reply_srh(&pcap2, &on_p2, P2_XOR, &[CLIENT, P1_XOR, P2_XOR], "p2's link, from the server")?;
-        assert_reply_srh(&pcap1, &on_p1, P1_XOR, &[CLIENT, P1_XOR], "p1's link, from p2")?;
-        let last: Vec<&Packet> = downstream(&on_p1).into_iter().filter(|p| p.dst == a(CLIENT)).collect();
+        assert_reply_srh(&pcap2, &on_p2, HTTP_PORT, P2_XOR, &[CLIENT, P1_XOR, P2_XOR], "p2's link, from the server")?;
+        assert_reply_srh(&pcap1, &on_p1, HTTP_PORT, P1_XOR, &[CLIENT, P1_XOR], "p1's link, from p2")?;
+        let last: Vec<&Packet> = downstream(&on_p1, HTTP_PORT).into_iter().filter(|p| p.dst == a(CLIENT)).collect();
         ensure!(!last.is_empty() && last.iter().all(|p| p.srh.is_none()), "p1 → client: missing, or with an SRH");
         for p in [&p1, &p2] {
             let s = p.stats(net)?;
@@ -231,7 +207,7 @@ fn off_path_proxies_xor_both_ways_with_the_return_srh() {
 }
 
 #[test]
-fn off_path_proxies_without_the_server_shim_stall() {
+fn off_path_proxies_without_steering_on_the_server_stall() {
     with_net("offpath", "rpnoshim", |net| {
         let (_p1, _p2) = proxies(net)?;
         let http = HttpServer::start(net, "server", HTTP_PORT)?;
@@ -239,11 +215,12 @@ fn off_path_proxies_without_the_server_shim_stall() {
         let cap2 = net.capture("p2", "eth0")?;
         let segs = format!("{P1_XOR},{P2_XOR}");
         let (out, _) = curl(net, &["--segs", &segs], "1m.bin", FAIL_T.as_secs())?;
-        // The documented failure: the server answers the client directly, past p2 and p1; the client's
-        // connection (terminated by p1) never gets the response, curl times out.
+        // Without reply steering on the server, it answers the client directly, past p2 and p1: p2's
+        // outbound connect never completes, the client gets no response.
         ensure!(!out.status.success(), "the download succeeded without the server side: {out}");
         let (_, on_p2) = packets_of(cap2)?;
-        let data = downstream(&on_p2).into_iter().filter(|p| p.tcp().is_some_and(|t| t.payload_len > 0)).count();
+        let data =
+            downstream(&on_p2, HTTP_PORT).into_iter().filter(|p| p.tcp().is_some_and(|t| t.payload_len > 0)).count();
         ensure!(data == 0, "{data} response packets reached p2 without the server shim");
         Ok(())
     })
@@ -269,7 +246,8 @@ fn hex(bytes: &[u8]) -> String {
 fn asymmetric_functions_xor_up_copy_down() {
     with_net("offpath", "rpasym", |net| {
         let (p1, _p2) = proxies(net)?;
-        let http = HttpServer::start_under(net, "server", HTTP_PORT, &reply_wrapper(&[])?)?;
+        let _steer = steering_server(net)?;
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
         let sha = http.add_random_file("1m.bin", MIB)?;
         let plain = hex(b"HTTP/1.1 200");
         let xored = hex(&b"HTTP/1.1 200".iter().map(|b| b ^ 0x5a).collect::<Vec<u8>>());
@@ -325,9 +303,9 @@ fn return_path_with_a_routers_end_sid_and_lowered_mtu() {
             ["ip", "-6", "route", "change", "default", "via", "fc00:3::1", "dev", "eth0", "mtu", "1400"],
         )?;
         net.run("r", ["ip", "-6", "route", "replace", "fc00:1::/64", "dev", "eth0", "mtu", "1400"])?;
-        let wrapper = reply_wrapper(&[])?;
-        let http = HttpServer::start_under(net, "server", HTTP_PORT, &wrapper)?;
-        let _sink = UploadSink::start_under(net, "server", UPLOAD_PORT, &wrapper)?;
+        let _steer = steering_server(net)?;
+        let http = HttpServer::start(net, "server", HTTP_PORT)?;
+        let _sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
         let small = http.add_random_file("1m.bin", MIB)?;
         let sha = http.add_random_file("10m.bin", 10 * MIB)?;
         // Back: p2 (xor), then r2's End SID, then p1 (xor).
@@ -340,7 +318,7 @@ fn return_path_with_a_routers_end_sid_and_lowered_mtu() {
         let (pcap, packets) = packets_of(cap)?;
         download_and_upload(net, &args, "10m.bin", &sha, 10 * MIB)?;
         // p2 sends [client, p1, r2] with r2 active.
-        assert_reply_srh(&pcap, &packets, R2_END, &[CLIENT, P1_XOR, R2_END], "r2's link")?;
+        assert_reply_srh(&pcap, &packets, HTTP_PORT, R2_END, &[CLIENT, P1_XOR, R2_END], "r2's link")?;
         Ok(())
     })
 }
@@ -414,5 +392,276 @@ fn on_path_proxies_with_reply_path_keep_working() {
         let to_p1 = packets.iter().filter(|p| p.dst == a(P1_XOR) && p.tcp().is_some_and(|t| t.payload_len > 0));
         ensure!(to_p1.count() > 0, "no reply from p2 to p1's SID on their link");
         get("10m.bin", &big)
+    })
+}
+
+/// `srv6run ARGS -- curl …` in the client: GET `http://[SERVER]:port/name` into a file; curl's output.
+fn get(
+    net: &Net,
+    args: &[&str],
+    port: u16,
+    name: &str,
+    max_time: u64,
+) -> Result<(srv6pipes_tests::Output, std::path::PathBuf)> {
+    let out = net.path(&format!("got-{port}-{name}"));
+    let url = format!("http://[{SERVER}]:{port}/{name}");
+    let result = net
+        .cmd("client", [srv6run()?])
+        .args(args)
+        .args(["--", "curl", "-sS", "-g", "--noproxy", "*", "--max-time", &max_time.to_string(), "-o"])
+        .arg(&out)
+        .arg(url)
+        .timeout(Duration::from_secs(max_time + 10))
+        .output()?;
+    Ok((result, out))
+}
+
+/// GET that must deliver `want` (sha256).
+fn get_intact(net: &Net, args: &[&str], port: u16, name: &str, want: &str) -> Result<()> {
+    let (out, file) = get(net, args, port, name, T.as_secs())?;
+    ensure!(out.status.success(), "GET :{port}/{name} with {args:?} failed: {out}");
+    let got = sha256_file(&file)?;
+    ensure!(got == want, ":{port}/{name} with {args:?}: sha256 {got}, served {want}");
+    Ok(())
+}
+
+/// A SYN-ACK from `SERVER:port` to `dst` whose SRH has `segments`, in `packets`.
+fn steered_syn_ack(packets: &[Packet], port: u16, dst: &str, segments: &[&str]) -> bool {
+    let want: Vec<Ipv6Addr> = segments.iter().map(|s| a(s)).collect();
+    packets.iter().any(|p| {
+        p.src == a(SERVER)
+            && p.dst == a(dst)
+            && p.tcp().is_some_and(|t| t.src_port == port && t.flags & 0x12 == 0x12)
+            && p.srh_repr().is_some_and(|s| s.segments == want)
+    })
+}
+
+/// python's http.server from a directory of its own, unmodified; the directory.
+fn python_http(net: &Net, port: u16) -> Result<(srv6pipes_tests::Proc, std::path::PathBuf)> {
+    let dir = net.path(&format!("py-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let proc = net
+        .cmd("server", ["python3", "-m", "http.server", &port.to_string(), "--bind", "::", "--directory"])
+        .arg(&dir)
+        .spawn()?;
+    net.wait_for_tcp_port("server", port, FAIL_T)?;
+    Ok((proc, dir))
+}
+
+/// The static busybox's httpd from a directory of its own; the directory.
+fn busybox_http(net: &Net, port: u16) -> Result<(srv6pipes_tests::Proc, std::path::PathBuf)> {
+    let dir = net.path(&format!("bb-{port}"));
+    std::fs::create_dir_all(&dir)?;
+    let proc = net.cmd("server", ["busybox", "httpd", "-f", "-p", &port.to_string(), "-h"]).arg(&dir).spawn()?;
+    net.wait_for_tcp_port("server", port, FAIL_T)?;
+    Ok((proc, dir))
+}
+
+const PY_PORT: u16 = 8090;
+const BB_PORT: u16 = 8091;
+const NC_PORT: u16 = 8092;
+
+#[test]
+fn unmodified_and_static_servers_reply_through_the_chain() {
+    with_net("offpath", "rpsteer", |net| {
+        let (p1, p2) = proxies(net)?;
+        let mut steer = steering_server(net)?;
+        let (_py, py_dir) = python_http(net, PY_PORT)?;
+        let (_bb, bb_dir) = busybox_http(net, BB_PORT)?;
+        let _sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
+        let small = random_file(&py_dir.join("1m.bin"), MIB)?;
+        let big = random_file(&py_dir.join("10m.bin"), 10 * MIB)?;
+        std::fs::copy(py_dir.join("10m.bin"), bb_dir.join("10m.bin"))?;
+        let segs = format!("{P1_XOR},{P2_XOR}");
+        let chain = ["--segs", segs.as_str()];
+
+        // 1 MiB captured on both proxies' links: the SYN-ACK and the data visit p2, then p1.
+        let (cap1, cap2) = (net.capture("p1", "eth0")?, net.capture("p2", "eth0")?);
+        get_intact(net, &chain, PY_PORT, "1m.bin", &small)?;
+        let (pcap2, on_p2) = packets_of(cap2)?;
+        let (pcap1, on_p1) = packets_of(cap1)?;
+        ensure!(steered_syn_ack(&on_p2, PY_PORT, P2_XOR, &[CLIENT, P1_XOR, P2_XOR]), "no steered SYN-ACK at p2");
+        ensure!(steered_syn_ack(&on_p1, PY_PORT, P1_XOR, &[CLIENT, P1_XOR]), "no steered SYN-ACK from p2 at p1");
+        assert_reply_srh(&pcap2, &on_p2, PY_PORT, P2_XOR, &[CLIENT, P1_XOR, P2_XOR], "p2's link")?;
+        assert_reply_srh(&pcap1, &on_p1, PY_PORT, P1_XOR, &[CLIENT, P1_XOR], "p1's link")?;
+
+        // 10 MiB each way: python down, the python sink up; the static busybox down, its nc up.
+        get_intact(net, &chain, PY_PORT, "10m.bin", &big)?;
+        let up = net.path("upload.bin");
+        let sha = random_file(&up, 10 * MIB)?;
+        let out = net
+            .cmd("client", [srv6run()?])
+            .args(chain)
+            .args(["--", "curl", "-sS", "-g", "--noproxy", "*", "--max-time", &T.as_secs().to_string(), "-T"])
+            .arg(&up)
+            .arg(format!("http://[{SERVER}]:{UPLOAD_PORT}/up"))
+            .timeout(T + Duration::from_secs(10))
+            .run()?;
+        ensure!(out.stdout.trim() == format!("{sha} {}", 10 * MIB), "the python sink received something else: {out}");
+        get_intact(net, &chain, BB_PORT, "10m.bin", &big)?;
+        let got = net.path("nc.got");
+        let nc = net
+            .cmd("server", ["sh", "-c", &format!("exec busybox nc -l -p {NC_PORT} </dev/null >{}", got.display())])
+            .spawn()?;
+        net.wait_for_tcp_port("server", NC_PORT, FAIL_T)?;
+        net.cmd("client", [srv6run()?])
+            .args(chain)
+            .args(["--", "socat", "-u"])
+            .arg(&up)
+            .arg(format!("TCP6:[{SERVER}]:{NC_PORT}"))
+            .timeout(T)
+            .run()?;
+        let out = nc.wait(T)?;
+        ensure!(sha256_file(&got)? == sha, "busybox nc received something else: {out}");
+
+        let c = steer.counters()?;
+        ensure!(c["stored"].as_u64() >= Some(5) && c["refused_locator"] == 0 && c["evicted"] == 0, "server: {c}");
+        for p in [&p1, &p2] {
+            let s = p.stats(net)?;
+            ensure!(s.refused == 0, "{} refused flows: {s:?}", p.host());
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn unsteered_clients_and_two_chains_of_one_prefix_work_at_once() {
+    with_net("offpath", "rptwo", |net| {
+        let (_p1, _p2) = proxies(net)?;
+        let _steer = steering_server(net)?;
+        let (_py, dir) = python_http(net, PY_PORT)?;
+        let sha = random_file(&dir.join("10m.bin"), 10 * MIB)?;
+        let long = format!("{P1_XOR},{P2_XOR}");
+        let url = format!("http://[{SERVER}]:{PY_PORT}/10m.bin");
+        // Three clients of fc00:1::/64 at once: through p1 and p2, through p1 alone, and no SRH at all.
+        let mut running = Vec::new();
+        for (i, args) in [vec!["--segs", long.as_str()], vec!["--segs", P1_XOR], vec![]].into_iter().enumerate() {
+            let file = net.path(&format!("two-{i}"));
+            let mut cmd = if args.is_empty() {
+                net.cmd("client", ["curl"])
+            } else {
+                net.cmd("client", [srv6run()?]).args(&args).arg("--").arg("curl")
+            };
+            cmd = cmd
+                .args([
+                    "-sS",
+                    "-g",
+                    "--noproxy",
+                    "*",
+                    "--limit-rate",
+                    "5M",
+                    "--max-time",
+                    &T.as_secs().to_string(),
+                    "-o",
+                ])
+                .arg(&file)
+                .arg(&url);
+            running.push((args, file, cmd.spawn()?));
+        }
+        for (args, file, proc) in running {
+            let out = proc.wait(T + Duration::from_secs(10))?;
+            ensure!(out.status.success(), "client {args:?} failed: {out}");
+            ensure!(sha256_file(&file)? == sha, "client {args:?}: the download differs");
+        }
+        Ok(())
+    })
+}
+
+#[test]
+fn a_lost_syn_ack_is_resent_steered_and_a_refusal_resets_through_the_chain() {
+    with_net("offpath", "rplost", |net| {
+        let (_p1, _p2) = proxies(net)?;
+        let mut steer = steering_server(net)?;
+        let (_py, dir) = python_http(net, PY_PORT)?;
+        let sha = random_file(&dir.join("1m.bin"), MIB)?;
+        // r drops the server's first SYN-ACK (only the first: 1 per hour, burst 1).
+        let rules = net.path("drop-synack.nft");
+        std::fs::write(
+            &rules,
+            "table inet dropsa {\n chain fw {\n  type filter hook forward priority 0; policy accept;\n  \
+             iifname \"eth1\" tcp flags & (syn | ack) == syn | ack limit rate 1/hour burst 1 packets counter drop\n }\n}\n",
+        )?;
+        net.cmd("r", ["nft", "-f"]).arg(&rules).run()?;
+        let segs = format!("{P1_XOR},{P2_XOR}");
+        let cap2 = net.capture("p2", "eth0")?;
+        get_intact(net, &["--segs", &segs], PY_PORT, "1m.bin", &sha)?;
+        let (_, on_p2) = packets_of(cap2)?;
+        let dropped = net.run("r", ["nft", "list", "table", "inet", "dropsa"])?.stdout;
+        ensure!(dropped.contains("packets 1 "), "r did not drop the first SYN-ACK: {dropped}");
+        ensure!(
+            steered_syn_ack(&on_p2, PY_PORT, P2_XOR, &[CLIENT, P1_XOR, P2_XOR]),
+            "the resent SYN-ACK is not steered"
+        );
+
+        // Nothing listens on port 9: the server's RST goes back through p2 and p1, the client sees it at once.
+        let cap2 = net.capture("p2", "eth0")?;
+        let started = std::time::Instant::now();
+        let (out, _) = get(net, &["--segs", &segs], 9, "x", FAIL_T.as_secs())?;
+        let took = started.elapsed();
+        let (_, on_p2) = packets_of(cap2)?;
+        ensure!(!out.status.success(), "a refused connection succeeded: {out}");
+        // Bound for a loaded CI machine; without the steered RST the client waited for curl's --max-time.
+        ensure!(took < Duration::from_secs(10), "the refusal took {took:?} to reach the client: {out}");
+        let rst = on_p2.iter().any(|p| {
+            p.src == a(SERVER) && p.dst == a(P2_XOR) && p.tcp().is_some_and(|t| t.src_port == 9 && t.flags & 0x04 != 0)
+        });
+        ensure!(rst, "the server's RST did not go to p2 with the return SRH");
+        wait_until("the server's counters to show the RST", FAIL_T, || Ok(steer.counter("deleted_rst")? >= 1))?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_client_cannot_send_the_replies_to_a_host_its_syn_did_not_visit() {
+    with_net("offpath", "rpvictim", |net| {
+        let mut steer = steering_server(net)?;
+        let (_py, dir) = python_http(net, PY_PORT)?;
+        let sha = random_file(&dir.join("1m.bin"), MIB)?;
+        // Forward through r2's End SID, the return path naming p2 (the victim): refused, replies routed.
+        let cap = net.capture("p2", "eth0")?;
+        get_intact(net, &["--segs", R2_END, "--return-path", "fc00:b::2"], PY_PORT, "1m.bin", &sha)?;
+        let (_, on_p2) = packets_of(cap)?;
+        let from_server = on_p2.iter().filter(|p| p.src == a(SERVER)).count();
+        ensure!(from_server == 0, "the victim received {from_server} packets of the flow");
+        wait_until("the refusal to be counted", FAIL_T, || Ok(steer.counter("refused_locator")? == 1))?;
+        wait_until("the refusal to be logged", FAIL_T, || Ok(steer.stderr().contains("return paths refused")))?;
+        // A waypoint the SYN did visit is honoured; --reply-allow would widen the check.
+        let cap = net.capture("r2", "eth0")?;
+        get_intact(net, &["--segs", R2_END], PY_PORT, "1m.bin", &sha)?;
+        let (_, on_r2) = packets_of(cap)?;
+        ensure!(
+            on_r2.iter().any(|p| p.src == a(SERVER) && p.tcp().is_some_and(|t| t.payload_len > 0)),
+            "the replies did not visit r2"
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn ten_thousand_short_flows_leave_only_live_flows_in_the_table() {
+    with_net("offpath", "rpmany", |net| {
+        let mut steer = steering_server(net)?;
+        // An echo-and-close server; a client opening 10 000 connections with an SRH through r2 and TLV [r2].
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/short_flows.py");
+        let _srv = net.cmd("server", ["python3"]).arg(&script).args(["serve", "9000"]).spawn()?;
+        net.wait_for_tcp_port("server", 9000, FAIL_T)?;
+        let out = net
+            .cmd("client", ["python3"])
+            .arg(&script)
+            .args(["connect", SERVER, "9000", R2_END, "10000"])
+            .timeout(Duration::from_secs(300))
+            .run()?;
+        ensure!(out.stdout.trim() == "10000", "not every short flow completed: {out}");
+        wait_until("the table to hold no ended flow", FAIL_T, || {
+            let c = steer.counters()?;
+            Ok(c["stored"].as_u64() >= Some(10_000) && c["present"] == 0)
+        })?;
+        let c = steer.counters()?;
+        ensure!(
+            c["evicted"] == 0
+                && c["deleted_fin"].as_u64().unwrap_or(0) + c["deleted_rst"].as_u64().unwrap_or(0) >= 10_000,
+            "{c}"
+        );
+        Ok(())
     })
 }
