@@ -116,13 +116,14 @@ pub struct Route {
     pub function: u64,
     /// Argument bits of the SID.
     pub argument: u64,
-    /// SRH for the outbound leg (segments below our SID, TLVs kept), `None` when only the final
-    /// destination remains.
+    /// SRH for the outbound leg (every segment, the ones visited included, segments left on the one below
+    /// our SID, TLVs kept), `None` when only the final destination remains. The visited segments stay so
+    /// that the hosts further on can check a return path against the forward path (reply steering).
     pub out_srh: Option<Vec<u8>>,
 }
 
 /// Decode the SYN's SRH: our SID is the segment nearest to the start of the path (highest index above 0)
-/// that lies in one of `prefixes`; the segments below it are re-attached. A next segment in our own
+/// that lies in one of `prefixes`; the SRH goes on with segments left on the segment below it. A next segment in our own
 /// prefixes (a final destination included) is refused: the next leg would loop back to this proxy.
 pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) -> Result<Route, Refusal> {
     let bytes = srh.ok_or(Refusal::NoSrh)?;
@@ -144,7 +145,7 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
             segments_left: (me - 1) as u8,
             flags: srh.flags,
             tag: srh.tag,
-            segments: srh.segments[..me].to_vec(),
+            segments: srh.segments.clone(),
             tlvs: srh.tlvs.clone(),
         };
         Some(out.to_bytes()?)
@@ -454,7 +455,7 @@ mod tests {
         let r = route(Some(&bytes), &[p1], &layout).unwrap();
         assert_eq!((r.sid, r.function, r.argument), (sid1, 2, 0x5a));
         let out = SrhRepr::from_bytes(r.out_srh.as_deref().unwrap()).unwrap();
-        assert_eq!(out.segments, vec![a("fc00:4::2"), sid2]);
+        assert_eq!(out.segments, vec![a("fc00:4::2"), sid2, sid1]);
         assert_eq!(out.segments_left, 1);
         assert_eq!(out.return_path(), Some(&[sid2, sid1][..]));
         // Last proxy: no SRH on the outbound leg.
