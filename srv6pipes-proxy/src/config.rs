@@ -27,6 +27,7 @@
 //! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
 //! reply_path = false               # as --reply-path
 //! reply_mss = 1200
+//! reply_allow = ["fc00:e2::/64"]   # as --reply-allow
 //! ```
 
 use std::net::SocketAddr;
@@ -130,6 +131,10 @@ pub struct ProxyArgs {
     /// reply SRH accepted [default: 1200].
     #[arg(long, value_name = "BYTES", requires = "reply_path")]
     pub reply_mss: Option<u16>,
+    /// With --reply-path: also steer replies through waypoints in this prefix, whatever the SYN carried
+    /// (by default each must share its /64 with a segment of the SYN); repeat, or comma-separated.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',', requires = "reply_path")]
+    pub reply_allow: Vec<Ipv6Prefix>,
 }
 
 /// Why the settings are not usable.
@@ -235,6 +240,8 @@ pub struct FileConfig {
     pub reply_path: Option<bool>,
     /// As `--reply-mss`.
     pub reply_mss: Option<u16>,
+    /// As `--reply-allow`.
+    pub reply_allow: Option<Vec<Ipv6Prefix>>,
 }
 
 /// Resolved settings.
@@ -341,7 +348,14 @@ impl ProxyArgs {
         let reply = (self.reply_path || file.reply_path.unwrap_or(false))
             .then(|| self.reply_mss.or(file.reply_mss).unwrap_or(libsrv6sock::reply::DEFAULT_MSS))
             .map(|mss| match mss {
-                536..=1440 => Ok(ReplyPolicy { allow: Vec::new(), mss }),
+                536..=1440 => Ok(ReplyPolicy {
+                    allow: if self.reply_allow.is_empty() {
+                        file.reply_allow.clone().unwrap_or_default()
+                    } else {
+                        self.reply_allow.clone()
+                    },
+                    mss,
+                }),
                 _ => Err(ConfigError::ReplyMss),
             })
             .transpose()?;

@@ -285,7 +285,7 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     }
 
     let steer = match &cfg.flow.reply {
-        Some(_) => Some(replysteer::attach(&cfg.datapath).map_err(RunError::ReplySteer)?),
+        Some(reply) => Some(replysteer::attach(&cfg.datapath, &reply.allow).map_err(RunError::ReplySteer)?),
         None => None,
     };
     // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).

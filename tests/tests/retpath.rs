@@ -296,14 +296,23 @@ fn asymmetric_functions_xor_up_copy_down() {
 #[test]
 fn return_path_with_a_routers_end_sid_and_lowered_mtu() {
     with_net("offpath", "rpmtu", |net| {
-        let (_p1, _p2) = proxies(net)?;
+        // r2's End SID is not on the forward path: the server and p2 (which sends towards it) allow it.
+        let _p1 = Proxy::start_on(net, "p1", "fc00:f1::/80", 5001, "eth0", &["--reply-path"])?;
+        let _p2 = Proxy::start_on(
+            net,
+            "p2",
+            "fc00:f2::/80",
+            5002,
+            "eth0",
+            &["--reply-path", "--reply-allow", "fc00:e2::/64"],
+        )?;
         // Lower the MTU of the server's route and of r's route to the client: 10 MiB must still cross.
         net.run(
             "server",
             ["ip", "-6", "route", "change", "default", "via", "fc00:3::1", "dev", "eth0", "mtu", "1400"],
         )?;
         net.run("r", ["ip", "-6", "route", "replace", "fc00:1::/64", "dev", "eth0", "mtu", "1400"])?;
-        let _steer = steering_server(net)?;
+        let _steer = ReplyDaemon::start(net, "server", "eth0", &["--reply-allow", "fc00:e2::/64"])?;
         let http = HttpServer::start(net, "server", HTTP_PORT)?;
         let _sink = UploadSink::start(net, "server", UPLOAD_PORT)?;
         let small = http.add_random_file("1m.bin", MIB)?;
