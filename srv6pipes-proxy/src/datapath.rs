@@ -161,15 +161,6 @@ impl fmt::Display for Command {
     }
 }
 
-/// What [`install`] does with a step that is already in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WhenPresent {
-    /// Someone else's (a sysctl at its value, an existing rule or route): leave it, and leave it at exit.
-    Keep,
-    /// A stale copy of ours (a proxy killed without teardown): remove it and install afresh.
-    Replace,
-}
-
 impl Step {
     /// The commands that install it.
     pub fn install(&self) -> Vec<Command> {
@@ -244,11 +235,35 @@ impl Step {
         })
     }
 
-    fn when_present(&self) -> WhenPresent {
-        match self {
-            Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. } => WhenPresent::Keep,
-            Step::NftTable { .. } | Step::IptablesChain { .. } => WhenPresent::Replace,
+    /// Whether proxies of one namespace share it (`crate::claims`): a sysctl at its value, the rule or the
+    /// route in place are left as they are. The others (the nftables table, the ip6tables chain) are one
+    /// proxy's: a copy in place is stale (a proxy killed without teardown) and is replaced.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. })
+    }
+
+    /// Install it unless it is in place; returns what undoes it (nothing when it was in place).
+    pub fn ensure(&self) -> Result<Vec<Command>, DatapathError> {
+        if self.present()? {
+            tracing::info!("{self}: already in place, left as is");
+            return Ok(vec![]);
         }
+        self.put()
+    }
+
+    /// Install it; returns its undo. A failure removes the part already applied.
+    fn put(&self) -> Result<Vec<Command>, DatapathError> {
+        let undo = self.undo()?;
+        for cmd in self.install() {
+            if let Err(e) = apply(&cmd) {
+                for cmd in &undo {
+                    let _ = apply(cmd);
+                }
+                return Err(e);
+            }
+        }
+        tracing::info!("{self}: installed");
+        Ok(undo)
     }
 
     /// What undoes installing it now: [`Step::remove`], the sysctl's current value, or the cleanup of the
@@ -507,46 +522,34 @@ impl fmt::Debug for Datapath {
     }
 }
 
-/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done. `on_change`
-/// is told the undo list after every step installed or removed.
-pub fn install(cfg: &DatapathConfig, on_change: OnChange) -> Result<Datapath, DatapathError> {
-    let steps = cfg.plan(resolve_backend(cfg.backend)?)?;
+/// Install `steps` (of [`DatapathConfig::plan`]); on failure, undo what was already done. `on_change` is
+/// told the undo list after every step installed or removed. Shared steps ([`Step::is_shared`]) in place
+/// are left as they are, others are replaced.
+pub fn install(steps: impl IntoIterator<Item = Step>, on_change: OnChange) -> Result<Datapath, DatapathError> {
     // Everything applied so far is undone by `dp`'s drop if a later step fails.
     let mut dp = Datapath { undo: Vec::new(), on_change };
     for step in steps {
-        if step.present()? {
-            match step.when_present() {
-                WhenPresent::Keep => {
-                    tracing::info!("{step}: already in place, left as is");
-                    continue;
-                }
-                WhenPresent::Replace => {
-                    tracing::warn!("{step} exists (stale?): replacing it");
-                    // Best effort: some parts may be missing; what counts is that it is gone after.
-                    for cmd in step.remove() {
-                        if let Err(e) = apply(&cmd) {
-                            tracing::debug!("{e}");
-                        }
-                    }
-                    if step.present()? {
-                        return Err(DatapathError::Stale(step.to_string()));
+        let undo = if step.is_shared() {
+            step.ensure()?
+        } else {
+            if step.present()? {
+                tracing::warn!("{step} exists (stale?): replacing it");
+                // Best effort: some parts may be missing; what counts is that it is gone after.
+                for cmd in step.remove() {
+                    if let Err(e) = apply(&cmd) {
+                        tracing::debug!("{e}");
                     }
                 }
-            }
-        }
-        let undo = step.undo()?;
-        for cmd in step.install() {
-            if let Err(e) = apply(&cmd) {
-                // Remove the part of this step that was applied; earlier steps go with `dp`.
-                for cmd in &undo {
-                    let _ = apply(cmd);
+                if step.present()? {
+                    return Err(DatapathError::Stale(step.to_string()));
                 }
-                return Err(e);
             }
+            step.put()?
+        };
+        if !undo.is_empty() {
+            dp.undo.push(undo);
+            (dp.on_change)(&dp.undo);
         }
-        tracing::info!("{step}: installed");
-        dp.undo.push(undo);
-        (dp.on_change)(&dp.undo);
     }
     Ok(dp)
 }
