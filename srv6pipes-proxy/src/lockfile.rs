@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,9 @@ impl FileLock {
             }
         }
         for _ in 0..REOPEN_TRIES {
-            let file = File::options().read(true).write(true).create(true).truncate(false).open(path)?;
+            // Only its owner's user may open it: flock(2) needs no more than a read-only descriptor, and
+            // anyone holding the lock would look like a live proxy.
+            let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
             // SAFETY: flock on a descriptor this function owns.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let e = io::Error::last_os_error();
