@@ -136,6 +136,16 @@ fn two_proxies_in_one_namespace_stop_in_either_order_and_leave_it_as_found() {
                 snapshot(net, "p1")?
             );
         }
+        // A rule that was there before any proxy is nobody's to remove.
+        net.run("p1", ["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100", "pref", "100"])?;
+        let with_rule = snapshot(net, "p1")?;
+        let (a, b) = (Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?, second(net)?);
+        fetch(net, VIA_SECOND, &sha)?;
+        for p in [a, b] {
+            let out = p.stop()?;
+            ensure!(out.status.success(), "{out}");
+        }
+        ensure!(snapshot(net, "p1")? == with_rule, "with an operator's rule:\n{}", snapshot(net, "p1")?);
         Ok(())
     });
 }
