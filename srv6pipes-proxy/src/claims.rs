@@ -17,7 +17,7 @@ use libsrv6sock::wire::prefix::Ipv6Prefix;
 use serde::{Deserialize, Serialize};
 
 use crate::datapath::{Command, DatapathConfig};
-use crate::lockfile::FileLock;
+use crate::lockfile::{holder, pid_text, FileLock};
 use crate::namespace::Namespace;
 
 /// Bound on waiting for another process's work under the claims lock (an install, a takeover's
@@ -118,7 +118,7 @@ pub enum ClaimsError {
         error: io::Error,
     },
     /// Another process kept the lock too long.
-    #[error("{} stayed locked for {LOCK_BOUND:?} (by process {})", path.display(), pid.map_or("?".into(), |p| p.to_string()))]
+    #[error("{} stayed locked for {LOCK_BOUND:?} (by process {})", path.display(), pid_text(*.pid))]
     Busy {
         /// The lock file.
         path: PathBuf,
@@ -153,7 +153,7 @@ impl Claims {
         let io = |error| ClaimsError::Io { path: lock_path.clone(), error };
         let lock = FileLock::lock(&lock_path, true, LOCK_BOUND)
             .map_err(io)?
-            .ok_or_else(|| ClaimsError::Busy { path: lock_path.clone(), pid: crate::lockfile::holder(&lock_path) })?;
+            .ok_or_else(|| ClaimsError::Busy { path: lock_path.clone(), pid: holder(&lock_path) })?;
         let file = dir.join("claims.json");
         let ledger = match std::fs::read(&file) {
             Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes)

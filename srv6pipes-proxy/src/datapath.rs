@@ -235,9 +235,10 @@ impl Step {
         })
     }
 
-    /// Whether proxies of one namespace share it (`crate::claims`): a sysctl at its value, the rule or the
-    /// route in place are left as they are. The others (the nftables table, the ip6tables chain) are one
-    /// proxy's: a copy in place is stale (a proxy killed without teardown) and is replaced.
+    /// Whether proxies of one namespace share it (reference-counted in the namespace's claims): a sysctl at
+    /// its value, the rule or the route in place are left as they are. The others (the nftables table, the
+    /// ip6tables chain) are one proxy's: a copy in place is stale (a proxy killed without teardown) and is
+    /// replaced.
     pub fn is_shared(&self) -> bool {
         matches!(self, Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. })
     }

@@ -10,7 +10,7 @@
 //!   **handover** (a newer process took the datapath over, `--takeover`) the listeners are closed
 //!   instead, so that the newer process's listeners in the same SO_REUSEPORT group get every new SYN.
 //!   A request to hand over changes nothing by itself: it waits for the main loop, which drains only
-//!   once the successor holds the datapath (`crate::ownership`).
+//!   once the successor holds the datapath (srv6pipes-proxy(8), STOP, DRAIN AND RESTART).
 //! * **Limits**: at `max_flows` live flows a new one is refused (RST, `refused_limit`); a flow that moves
 //!   no byte during a whole `idle_timeout` is reset (`idle_timeouts`).
 

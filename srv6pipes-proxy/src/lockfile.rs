@@ -27,15 +27,21 @@ impl FileLock {
     /// Lock `path` (created if missing, its directory too when `create_dir`) without waiting: `None` when
     /// another open file holds it (another process, or another `FileLock` of this one).
     pub fn try_lock(path: &Path, create_dir: bool) -> io::Result<Option<FileLock>> {
-        if create_dir {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-        }
         for _ in 0..REOPEN_TRIES {
+            if create_dir {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)?;
+                }
+            }
             // Only its owner's user may open it: flock(2) needs no more than a read-only descriptor, and
             // anyone holding the lock would look like a live proxy.
-            let file = File::options().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
+            let file = match File::options().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+            {
+                Ok(f) => f,
+                // The directory was removed by the last user of the namespace as it left: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && create_dir => continue,
+                Err(e) => return Err(e),
+            };
             // SAFETY: flock on a descriptor this function owns.
             if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let e = io::Error::last_os_error();
@@ -95,6 +101,11 @@ pub fn holder(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
+}
+
+/// A holder's pid for a message ("?" when unknown).
+pub fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "?".into(), |p| p.to_string())
 }
 
 #[cfg(test)]

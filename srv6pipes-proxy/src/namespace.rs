@@ -3,7 +3,7 @@
 //! `/run` is shared by every network namespace (`ip netns exec` does not remount it), so everything a
 //! proxy keeps there is per namespace: `/run/srv6pipes/netns-INODE/`, INODE being the inode number of
 //! the namespace (`stat -L -c %i /proc/self/ns/net`, what `ip netns identify` compares). It holds the
-//! default state file and control socket and the namespace's claims (`crate::claims`). Inode numbers are
+//! default state file and control socket and the namespace's claims (`claims.json`). Inode numbers are
 //! reused once a namespace is gone; the namespace's cookie (`SO_NETNS_COOKIE`, never reused while the
 //! system runs) recorded in the files there tells a dead namespace's leftovers from ours.
 

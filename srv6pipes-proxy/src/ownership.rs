@@ -26,7 +26,7 @@ use srv6pipes_api::control::{DrainReply, Request};
 use crate::claims::{Claim, Claims, ClaimsError, Share};
 use crate::config::ProxyConfig;
 use crate::datapath::{self, Datapath, DatapathError, Step};
-use crate::lockfile::{holder, FileLock};
+use crate::lockfile::{holder, pid_text, FileLock};
 use crate::namespace::Namespace;
 use crate::state::{StateError, StateFile};
 
@@ -115,10 +115,6 @@ pub enum OwnershipError {
     /// Installing.
     #[error("installing the datapath (use --no-setup to manage it yourself)")]
     Datapath(#[from] DatapathError),
-}
-
-fn pid_text(pid: Option<u32>) -> String {
-    pid.map_or_else(|| "?".into(), |p| p.to_string())
 }
 
 impl OwnershipError {
@@ -251,11 +247,12 @@ fn leave(claims: &mut Claims, who: &Path) {
 /// Remove what the run recorded in `state` left (its owner is gone: we hold its lock).
 fn remove_leftovers(state: &StateFile) -> Result<bool, OwnershipError> {
     let Some(rec) = state.load()? else { return Ok(false) };
+    let path = state.path().display();
     if rec.here() {
-        tracing::warn!(pid = rec.pid, state = %state.path().display(), "a proxy that is gone left its datapath: removing its leftovers");
+        tracing::warn!(pid = rec.pid, state = %path, "a proxy that is gone left its datapath: removing its leftovers");
         Datapath::adopt(rec.undo, state.clone().recorder()).teardown();
     } else {
-        tracing::warn!(pid = rec.pid, state = %state.path().display(), "the state file describes another network namespace: ignored");
+        tracing::warn!(pid = rec.pid, state = %path, "the state file describes another network namespace: ignored");
         state.remove()?;
     }
     Ok(true)

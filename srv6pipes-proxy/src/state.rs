@@ -4,8 +4,8 @@
 //! The pieces shared with other proxies of the namespace are in `crate::claims`.
 //!
 //! Its owner is the process holding the lock file beside it (`STATE.lock`, [`crate::lockfile`]); only the
-//! owner writes the file. `crate::ownership` says what a start, a takeover, an exit and `setup --teardown`
-//! do with it.
+//! owner writes the file. srv6pipes-proxy(8), OWNERSHIP, says what a start, a takeover, an exit and
+//! `setup --teardown` do with it.
 
 use std::io;
 use std::path::{Path, PathBuf};
