@@ -58,8 +58,9 @@ fn proxy_fails(net: &Net, host: &str, args: &[&str]) -> Result<Output> {
 }
 
 /// The second proxy of p1 (fc00:f3::/80, port 5003, table `second`).
-fn second(net: &Net) -> Result<Proxy> {
-    Proxy::start_as(net, "p1", "second", "fc00:f3::/80", 5003, "eth0,eth1", &["--nft-table", "second"])
+fn second(net: &Net, extra: &[&str]) -> Result<Proxy> {
+    let args = [&["--nft-table", "second"], extra].concat();
+    Proxy::start_as(net, "p1", "second", "fc00:f3::/80", 5003, "eth0,eth1", &args)
 }
 
 fn path(net: &Net, name: &str) -> String {
@@ -115,9 +116,12 @@ fn two_proxies_in_one_namespace_stop_in_either_order_and_leave_it_as_found() {
     with_net("proxy-chain", "owtwo", |net| {
         let before = snapshot(net, "p1")?;
         let (_http, sha) = server(net)?;
-        for first_stops in ["first", "second"] {
-            let a = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?;
-            let b = second(net)?;
+        // ip6tables-nft makes an `ip6 mangle` table for the two chains: shared too.
+        for (backend, first_stops) in
+            [("nft", "first"), ("nft", "second"), ("iptables", "first"), ("iptables", "second")]
+        {
+            let a = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &["--backend", backend])?;
+            let b = second(net, &["--backend", backend])?;
             fetch(net, VIA_FIRST, &sha)?;
             fetch(net, VIA_SECOND, &sha)?;
             let (gone, stays, via) = if first_stops == "first" { (a, b, VIA_SECOND) } else { (b, a, VIA_FIRST) };
@@ -126,20 +130,23 @@ fn two_proxies_in_one_namespace_stop_in_either_order_and_leave_it_as_found() {
             // The survivor keeps the shared pieces (rule, route, seg6_enabled) and serves.
             fetch(net, via, &sha)?;
             let now = snapshot(net, "p1")?;
-            ensure!(now.contains("fwmark 0x1 lookup 100"), "the shared rule went with the {first_stops}:\n{now}");
+            ensure!(
+                now.contains("fwmark 0x1 lookup 100"),
+                "{backend}: the shared rule went with the {first_stops}:\n{now}"
+            );
             ensure!(now.contains("net.ipv6.conf.eth0.seg6_enabled = 1"), "seg6_enabled went:\n{now}");
             let out = stays.stop()?;
             ensure!(out.status.success(), "{out}");
             ensure!(
                 snapshot(net, "p1")? == before,
-                "{first_stops} stopped first, then the other:\n{}",
+                "{backend}: {first_stops} stopped first, then the other:\n{}",
                 snapshot(net, "p1")?
             );
         }
         // A rule that was there before any proxy is nobody's to remove.
         net.run("p1", ["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100", "pref", "100"])?;
         let with_rule = snapshot(net, "p1")?;
-        let (a, b) = (Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?, second(net)?);
+        let (a, b) = (Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?, second(net, &[])?);
         fetch(net, VIA_SECOND, &sha)?;
         for p in [a, b] {
             let out = p.stop()?;
@@ -239,7 +246,7 @@ fn right_after_kill_9_teardown_and_restart_work() {
 
         // With a second proxy running: the restart removes the dead one's leftovers, not the shared
         // pieces the second one uses.
-        let other = second(net)?;
+        let other = second(net, &[])?;
         let p = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?;
         p.signal(libc::SIGKILL)?;
         wait_zombie(p.pid())?;
