@@ -103,8 +103,8 @@ pub struct ProxyArgs {
     /// /run/srv6pipes/netns-INODE/proxy.state].
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
-    /// Take over from the proxy that owns the state file: adopt its datapath, make it drain, serve the
-    /// new flows.
+    /// Take over from the proxy that owns the state file: once it agreed to hand over, take its datapath,
+    /// let it drain, serve the new flows (a failure leaves it serving, untouched).
     #[arg(long)]
     pub takeover: bool,
     /// Deadline of a drain (SIGQUIT, `ctl drain`, takeover), in seconds [default: 30].
@@ -293,12 +293,26 @@ impl ProxyArgs {
     /// The state file's path (flag over config file over default), without the rest of the settings:
     /// removing a crashed run's datapath needs nothing else.
     pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
-        let file = match (&self.state, &self.config) {
+        self.path_setting(&self.state, |f| f.state, namespace::default_state)
+    }
+
+    /// The control socket's path, as [`ProxyArgs::state_path`] (to remove a crashed run's socket).
+    pub fn control_path(&self) -> Result<PathBuf, ConfigError> {
+        self.path_setting(&self.control, |f| f.control, namespace::default_control)
+    }
+
+    fn path_setting(
+        &self,
+        flag: &Option<PathBuf>,
+        in_file: impl FnOnce(FileConfig) -> Option<PathBuf>,
+        default: fn() -> PathBuf,
+    ) -> Result<PathBuf, ConfigError> {
+        let file = match (flag, &self.config) {
             (Some(p), _) => return Ok(p.clone()),
-            (None, Some(c)) => read_file(c)?.state,
+            (None, Some(c)) => in_file(read_file(c)?),
             (None, None) => None,
         };
-        Ok(file.unwrap_or_else(namespace::default_state))
+        Ok(file.unwrap_or_else(default))
     }
 
     /// Merge flags over the config file over defaults.

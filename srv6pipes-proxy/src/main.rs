@@ -1,5 +1,6 @@
 //! `srv6pipes-proxy`: run the proxy, print its datapath, or talk to a running one.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -244,6 +245,15 @@ fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
 fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
     let path = proxy.state_path().context("configuration")?;
     if ownership::teardown(&path)? {
+        // The dead proxy's control socket (nobody answers on it), then the namespace's directory if empty.
+        let control = proxy.control_path().context("configuration")?;
+        let socket = std::fs::symlink_metadata(&control).is_ok_and(|m| m.file_type().is_socket());
+        if socket && std::os::unix::net::UnixStream::connect(&control).is_err() {
+            let _ = std::fs::remove_file(&control);
+        }
+        if let Ok(ns) = namespace::Namespace::current() {
+            let _ = std::fs::remove_dir(ns.dir());
+        }
         return Ok(ExitCode::SUCCESS);
     }
     eprintln!(

@@ -173,12 +173,19 @@ fn proxies_in_two_namespaces_need_no_path_options() {
             ensure!(o.stdout.lines().any(|l| l.split_whitespace().eq(["accepted", "1"])), "{host}: {o}");
             ensure!(proxy.stats(net)?.accepted == 1, "{host}");
         }
-        for (p, host, before, dir) in [(p1, "p1", before1, dir1), (p2, "p2", before2, dir2)] {
+        for (p, host, before, dir) in [(p1, "p1", &before1, &dir1), (p2, "p2", &before2, &dir2)] {
             let out = p.stop()?;
             ensure!(out.status.success(), "{out}");
-            ensure!(snapshot(net, host)? == before, "{host} after the exit:\n{}", snapshot(net, host)?);
+            ensure!(snapshot(net, host)? == *before, "{host} after the exit:\n{}", snapshot(net, host)?);
             ensure!(!dir.exists(), "{} stayed", dir.display());
         }
+        // Killed, then `setup --teardown` with no path option either: nothing stays.
+        let p1 = Proxy::start_default(net, "p1", "fc00:f1::/80", 5001, &[])?;
+        p1.signal(libc::SIGKILL)?;
+        wait_zombie(p1.pid())?;
+        net.cmd("p1", [binaries::path("srv6pipes-proxy")?]).args(["setup", "--teardown"]).timeout(T).run()?;
+        ensure!(snapshot(net, "p1")? == before1, "after setup --teardown:\n{}", snapshot(net, "p1")?);
+        ensure!(!dir1.exists(), "{} stayed after setup --teardown", dir1.display());
         Ok(())
     });
 }
