@@ -350,6 +350,13 @@ impl SrhRepr {
         self.segments.first().copied()
     }
 
+    /// Remove the HMAC TLVs and the H flag: a hop that changes the segment list re-attaches the rest
+    /// unsigned rather than with a digest that no longer verifies.
+    pub fn strip_hmac(&mut self) {
+        self.flags &= !FLAG_HMAC;
+        self.tlvs.retain(|t| !matches!(t, TlvRepr::Hmac { .. }));
+    }
+
     /// The addresses of the first return-path TLV, in SRH order, if there is one.
     pub fn return_path(&self) -> Option<&[Ipv6Addr]> {
         self.tlvs.iter().find_map(|t| match t {
