@@ -146,6 +146,12 @@ fn hmac_missing_wrong_or_tampered_is_reset_and_the_right_key_is_served() {
         }
         // Untampered again: served, p2 (no key, kernel default) accepted the SRH p1 re-attached unsigned.
         served(net, COPY_CHAIN, &["--hmac-key", &key(7)], &sha)?;
+        // Stopped, p1 gives its devices back the kernel's HMAC check it found.
+        p1.stop()?;
+        for dev in ["eth0", "eth1"] {
+            let v = net.run("p1", ["sysctl", "-n", &format!("net.ipv6.conf.{dev}.seg6_require_hmac")])?;
+            ensure!(v.stdout.trim() == "0", "p1 {dev}: seg6_require_hmac {} after stop", v.stdout.trim());
+        }
         Ok(())
     });
 }
