@@ -93,11 +93,6 @@ impl HmacKeys {
     pub fn get(&self, key_id: u32) -> Option<&[u8]> {
         self.keys.get(&key_id).map(Vec::as_slice)
     }
-
-    /// The key ids.
-    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
-        self.keys.keys().copied()
-    }
 }
 
 #[cfg(test)]

@@ -146,7 +146,8 @@ mod tests {
         let mut mac = Hmac::<Sha256>::new_from_slice(keys.get(key_id).unwrap_or(b"other")).unwrap();
         mac.update(&text);
         let n = bytes.len();
-        bytes[n - 32..].copy_from_slice(&mac.finalize().into_bytes());
+        let mut tlv = hmac_tlv::HmacTlv::new_checked(&mut bytes[n - hmac_tlv::TLV_LEN..]).unwrap();
+        tlv.set_digest(&mac.finalize().into_bytes().into());
         bytes
     }
 

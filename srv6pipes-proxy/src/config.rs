@@ -471,6 +471,25 @@ mod tests {
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 100\n").unwrap();
         assert!(matches!(reply.resolve(), Err(ConfigError::ReplyMss)));
         assert!(args.resolve().unwrap().flow.reply.is_none());
+        let keys = dir.join("hmac.keys");
+        std::fs::write(&keys, "7 s3cret\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "prefixes = [\"fc00:f1::/80\"]\nallow_clients = [\"fc00:1::/64\"]\nrequire_hmac = {keys:?}\n\
+                 [[access]]\nsids = \"fc00:f1::2:0:0/96\"\nallow_next = [\"fc00:f2::/80\"]\n"
+            ),
+        )
+        .unwrap();
+        let c = args.resolve().unwrap();
+        let access = &c.flow.access;
+        assert_eq!(access.allow.clients, Some(vec!["fc00:1::/64".parse().unwrap()]));
+        assert_eq!((access.rules.len(), access.hmac.as_ref().and_then(|k| k.get(7))), (1, Some(&b"s3cret"[..])));
+        assert!(c.datapath.require_hmac);
+        let flags = ProxyArgs { allow_clients: vec!["fc00:9::/64".parse().unwrap()], ..args.clone() };
+        assert_eq!(flags.resolve().unwrap().flow.access.allow.clients, Some(vec!["fc00:9::/64".parse().unwrap()]));
+        std::fs::write(&keys, "seven s3cret\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::Keys(_))));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_layout("80/16").is_err());
         assert!(parse_layout("80/16/40").is_err());
