@@ -27,6 +27,14 @@
 //! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
 //! reply_path = false               # as --reply-path
 //! reply_mss = 1200
+//! allow_clients = ["fc00:1::/64"]  # as --allow-clients (default: any client)
+//! allow_next = ["fc00:f2::/80", "fc00:4::/64"]   # as --allow-next (default: anywhere)
+//! require_hmac = "/etc/srv6pipes/hmac.keys"      # as --require-hmac
+//!
+//! [[access]]                       # per SID prefix (a locator, a function's SIDs); first match wins
+//! sids = "fc00:f1::2:0:0/96"       # function 2 of locator fc00:f1::/80
+//! allow_clients = ["fc00:1::/64"]  # lists not given here are the proxy's
+//! allow_next = ["fc00:f2::/80"]
 //! ```
 
 use std::net::SocketAddr;
@@ -34,11 +42,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use libsrv6sock::hmac_keys::HmacKeys;
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
 use serde::Deserialize;
 
+use crate::access::{Access, Allow, SidRule};
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
 use crate::lifecycle::Limits;
@@ -128,6 +138,17 @@ pub struct ProxyArgs {
     /// reply SRH accepted [default: 1200].
     #[arg(long, value_name = "BYTES", requires = "reply_path")]
     pub reply_mss: Option<u16>,
+    /// Serve only clients in these prefixes, comma-separated [default: any client].
+    #[arg(long, value_name = "PREFIX,…", value_delimiter = ',')]
+    pub allow_clients: Vec<Ipv6Prefix>,
+    /// Relay only towards next segments (or final destinations) in these prefixes, comma-separated
+    /// [default: anywhere but this proxy's own SIDs].
+    #[arg(long, value_name = "PREFIX,…", value_delimiter = ',')]
+    pub allow_next: Vec<Ipv6Prefix>,
+    /// Refuse SYNs whose SRH lacks a valid HMAC TLV (RFC 8754, as Linux computes it) under a key of
+    /// KEYFILE (lines of KEYID SECRET); the ingress devices get seg6_require_hmac=-1.
+    #[arg(long, value_name = "KEYFILE")]
+    pub require_hmac: Option<PathBuf>,
 }
 
 /// Why the settings are not usable.
@@ -175,6 +196,9 @@ pub enum ConfigError {
     /// Reply MSS out of range.
     #[error("reply MSS must be 536 to 1440")]
     ReplyMss,
+    /// The HMAC key file is unusable.
+    #[error(transparent)]
+    Keys(#[from] libsrv6sock::hmac_keys::KeyFileError),
 }
 
 /// The TOML file (keys as in the module's example; flags override them).
@@ -233,6 +257,14 @@ pub struct FileConfig {
     pub reply_path: Option<bool>,
     /// As `--reply-mss`.
     pub reply_mss: Option<u16>,
+    /// As `--allow-clients`.
+    pub allow_clients: Option<Vec<Ipv6Prefix>>,
+    /// As `--allow-next`.
+    pub allow_next: Option<Vec<Ipv6Prefix>>,
+    /// As `--require-hmac`.
+    pub require_hmac: Option<PathBuf>,
+    /// Access rules per SID prefix.
+    pub access: Option<Vec<SidRule>>,
 }
 
 /// Resolved settings.
@@ -357,6 +389,22 @@ impl ProxyArgs {
                 _ => Err(ConfigError::ReplyMss),
             })
             .transpose()?;
+        let list = |flag: &Vec<Ipv6Prefix>, file: Option<Vec<Ipv6Prefix>>| {
+            if flag.is_empty() {
+                file
+            } else {
+                Some(flag.clone())
+            }
+        };
+        let hmac_keys = self.require_hmac.clone().or(file.require_hmac);
+        let access = Access {
+            allow: Allow {
+                clients: list(&self.allow_clients, file.allow_clients),
+                next: list(&self.allow_next, file.allow_next),
+            },
+            rules: file.access.unwrap_or_default(),
+            hmac: hmac_keys.as_deref().map(HmacKeys::from_file).transpose()?,
+        };
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());
         Ok(ProxyConfig {
@@ -369,6 +417,7 @@ impl ProxyArgs {
                 rule_pref: file.rule_pref.unwrap_or(100),
                 nft_table: self.nft_table.clone().or(file.nft_table).unwrap_or_else(|| "srv6pipes".into()),
                 backend: self.backend.or(file.backend).unwrap_or(Backend::Auto),
+                require_hmac: access.hmac.is_some(),
             },
             flow: FlowConfig {
                 prefixes,
@@ -383,6 +432,7 @@ impl ProxyArgs {
                     pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 },
                 reply,
+                access,
             },
             workers,
             control: self.control.clone().or(file.control).unwrap_or_else(namespace::default_control),
@@ -433,6 +483,25 @@ mod tests {
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 100\n").unwrap();
         assert!(matches!(reply.resolve(), Err(ConfigError::ReplyMss)));
         assert!(args.resolve().unwrap().flow.reply.is_none());
+        let keys = dir.join("hmac.keys");
+        std::fs::write(&keys, "7 s3cret\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "prefixes = [\"fc00:f1::/80\"]\nallow_clients = [\"fc00:1::/64\"]\nrequire_hmac = {keys:?}\n\
+                 [[access]]\nsids = \"fc00:f1::2:0:0/96\"\nallow_next = [\"fc00:f2::/80\"]\n"
+            ),
+        )
+        .unwrap();
+        let c = args.resolve().unwrap();
+        let access = &c.flow.access;
+        assert_eq!(access.allow.clients, Some(vec!["fc00:1::/64".parse().unwrap()]));
+        assert_eq!((access.rules.len(), access.hmac.as_ref().and_then(|k| k.get(7))), (1, Some(&b"s3cret"[..])));
+        assert!(c.datapath.require_hmac);
+        let flags = ProxyArgs { allow_clients: vec!["fc00:9::/64".parse().unwrap()], ..args.clone() };
+        assert_eq!(flags.resolve().unwrap().flow.access.allow.clients, Some(vec!["fc00:9::/64".parse().unwrap()]));
+        std::fs::write(&keys, "seven s3cret\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::Keys(_))));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_layout("80/16").is_err());
         assert!(parse_layout("80/16/40").is_err());

@@ -77,6 +77,10 @@ pub struct DatapathConfig {
     pub nft_table: String,
     /// Packet filter.
     pub backend: Backend,
+    /// The proxy verifies SRH HMACs itself (`--require-hmac`): the ingress devices get
+    /// `seg6_require_hmac=-1`, or the kernel would drop every SYN whose key id it has no `ip sr hmac` key for
+    /// (and, with keys, drop bad ones silently instead of the proxy resetting and counting them).
+    pub require_hmac: bool,
 }
 
 /// One piece of the datapath.
@@ -399,6 +403,9 @@ impl DatapathConfig {
         ];
         for d in &self.ingress {
             steps.push(Step::Sysctl { key: format!("net.ipv6.conf.{d}.seg6_enabled"), value: "1".into() });
+            if self.require_hmac {
+                steps.push(Step::Sysctl { key: format!("net.ipv6.conf.{d}.seg6_require_hmac"), value: "-1".into() });
+            }
         }
         steps.push(Step::Rule { mark: self.mark, table: self.table, pref: self.rule_pref });
         steps.push(Step::LocalRoute { table: self.table });
@@ -607,6 +614,7 @@ mod tests {
             rule_pref: 100,
             nft_table: "srv6pipes".into(),
             backend: Backend::Nft,
+            require_hmac: false,
         }
     }
 

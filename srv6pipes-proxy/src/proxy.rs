@@ -275,6 +275,12 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     if let Some(l) = metrics {
         tokio::spawn(metrics::serve(l, shared.clone()));
     }
+    if cfg.flow.access.is_open() {
+        tracing::warn!(
+            "open relay: any client may use these SIDs towards any next segment; \
+             close it with --allow-clients, --allow-next or --require-hmac (srv6pipes-proxy(8), ACCESS CONTROL)"
+        );
+    }
     tracing::info!(
         port = cfg.datapath.port,
         prefixes = ?cfg.datapath.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
