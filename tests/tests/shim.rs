@@ -648,7 +648,7 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 6] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 12] = [
+const HOOKS: [&str; 13] = [
     "accept",
     "accept4",
     "close",
@@ -660,6 +660,7 @@ const HOOKS: [&str; 12] = [
     "listen",
     "sendmsg",
     "sendto",
+    "setsockopt",
     "socket",
 ];
 /// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
