@@ -2,7 +2,8 @@
 //! long-lived program keeps the path of an address for as long as DNS says and past it while the record
 //! stands (the agent refreshes it), and loses it once the record is gone; a connecting socket's SRH is
 //! never changed; two names on one address each get their own path; a socket numbered above 65 536 is
-//! steered; an evicted path is refused under `--fail closed`, with its reason; one query timeout is one try.
+//! steered; an evicted path or a malformed record is refused under `--fail closed`, with its reason; one
+//! query timeout is one try.
 //! The programs are python3 scripts reading the SRH back with `getsockopt(IPV6_RTHDR)`; captures on r2 (only
 //! steered traffic crosses it) show it on the wire.
 
@@ -205,6 +206,9 @@ fn records(service: Ipv6Addr, r1: Ipv6Addr, r2: Ipv6Addr, life_path: bool) -> Re
         z.push(format!("e{i} IN AAAA {}", evict_addr(i)));
         z.push(record_line(&[&format!("e{i}"), "--segs", &both])?);
     }
+    // Version 1, but 3 segments announced with room for one only.
+    z.push(format!("bad IN AAAA {}", evict_addr(EVICT_NAMES)));
+    z.push(format!("bad IN TYPE65300 \\# 40 0100000A00030000{}{}01", "00".repeat(16), "00".repeat(15)));
     Ok(z)
 }
 
@@ -372,6 +376,25 @@ fn one_query_timeout_is_one_try() {
         ensure!(!out.status.success(), "a query nobody answers failed: {out}");
         ensure!(took >= Duration::from_millis(900), "it waited for the timeout: {took:?} {out}");
         ensure!(took <= Duration::from_millis(1500), "one try of 1 s, not two: took {took:?}");
+        Ok(())
+    });
+}
+
+#[test]
+fn a_malformed_record_is_refused_under_fail_closed_with_its_reason() {
+    with_net("dns", "lifem", |net| {
+        let lab = Lab::start(net)?;
+        let args = [PORT.to_string(), fqdn("bad")];
+        let args = args.each_ref().map(String::as_str);
+        let log = net.path("shim.log");
+        let (out, log) = lab.python(&["--fail", "closed"], &[], &log, EVICT_PY, &args)?;
+        ensure!(out.first().is_some_and(|o| o["errno"] == libc::EPROTO), "{out:?}\nlog: {log:?}");
+        let refused = log.iter().find(|l| l["event"] == "connect" && l["action"] == "refused").context("no refusal")?;
+        ensure!(refused["reason"] == "malformed-record", "{refused}");
+        // Open: the connection goes, unsteered, and the log says why.
+        let (out, log) = lab.python(&["--fail", "open"], &[], &net.path("shim.log"), EVICT_PY, &args)?;
+        ensure!(out.first().is_some_and(|o| o["errno"] == libc::EINPROGRESS), "{out:?}\nlog: {log:?}");
+        ensure!(log.iter().any(|l| l["action"] == "failed-open" && l["reason"] == "malformed-record"), "{log:?}");
         Ok(())
     });
 }
