@@ -6,7 +6,7 @@
 //! ingress = ["eth0", "eth1"]       # devices receiving SRH packets (seg6_enabled)
 //! workers = 2                      # default: one per CPU
 //! sid_layout = "80/16/32"          # locator/function/argument bits
-//! control = "/run/srv6pipes-proxy.sock"
+//! control = "/run/srv6pipes/netns-INODE/proxy.sock"   # default: per network namespace
 //! modules = ["/usr/lib/srv6pipes/hex.so"]
 //! setup = true                     # install/remove the datapath (false = --no-setup)
 //! backend = "auto"                 # auto | nft | iptables
@@ -20,7 +20,7 @@
 //! pipe_size = 262144
 //! keep_client_port = true
 //! backlog = 4096
-//! state = "/run/srv6pipes-proxy.state"   # what the proxy installed, for crash recovery and takeover
+//! state = "/run/srv6pipes/netns-INODE/proxy.state"   # what it installed (crash recovery, takeover)
 //! drain_timeout_s = 30             # a drain's deadline (SIGQUIT, ctl drain, takeover)
 //! max_flows = 100000               # default: from the open-files limit
 //! idle_timeout_s = 0               # reset flows idle this long; 0: never
@@ -42,12 +42,9 @@ use serde::Deserialize;
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
 use crate::lifecycle::Limits;
+use crate::namespace;
 use crate::relay::RelayConfig;
 
-/// Default control socket.
-pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
-/// Default state file.
-pub const DEFAULT_STATE: &str = "/run/srv6pipes-proxy.state";
 /// Default deadline of a drain, in seconds.
 pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
@@ -75,7 +72,7 @@ pub struct ProxyArgs {
     /// SID layout as LOCATOR/FUNCTION/ARGUMENT bits [default: 80/16/32].
     #[arg(long, value_name = "L/F/A")]
     pub sid_layout: Option<String>,
-    /// Control socket path [default: /run/srv6pipes-proxy.sock].
+    /// Control socket path [default: /run/srv6pipes/netns-INODE/proxy.sock, INODE: the network namespace's].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Module (.so) to load at start; repeatable.
@@ -102,11 +99,12 @@ pub struct ProxyArgs {
     /// Copy untransformed directions through user space instead of splice(2).
     #[arg(long)]
     pub no_splice: bool,
-    /// State file recording the datapath this proxy installed [default: /run/srv6pipes-proxy.state].
+    /// State file recording the datapath this proxy installed; its lock file says who owns it [default:
+    /// /run/srv6pipes/netns-INODE/proxy.state].
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
-    /// Take over from the proxy that owns the state file: adopt its datapath, make it drain, serve the
-    /// new flows.
+    /// Take over from the proxy that owns the state file: once it agreed to hand over, take its datapath,
+    /// let it drain, serve the new flows (a failure leaves it serving, untouched).
     #[arg(long)]
     pub takeover: bool,
     /// Deadline of a drain (SIGQUIT, `ctl drain`, takeover), in seconds [default: 30].
@@ -295,12 +293,26 @@ impl ProxyArgs {
     /// The state file's path (flag over config file over default), without the rest of the settings:
     /// removing a crashed run's datapath needs nothing else.
     pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
-        let file = match (&self.state, &self.config) {
+        self.path_setting(&self.state, |f| f.state, namespace::default_state)
+    }
+
+    /// The control socket's path, as [`ProxyArgs::state_path`] (to remove a crashed run's socket).
+    pub fn control_path(&self) -> Result<PathBuf, ConfigError> {
+        self.path_setting(&self.control, |f| f.control, namespace::default_control)
+    }
+
+    fn path_setting(
+        &self,
+        flag: &Option<PathBuf>,
+        in_file: impl FnOnce(FileConfig) -> Option<PathBuf>,
+        default: fn() -> PathBuf,
+    ) -> Result<PathBuf, ConfigError> {
+        let file = match (flag, &self.config) {
             (Some(p), _) => return Ok(p.clone()),
-            (None, Some(c)) => read_file(c)?.state,
+            (None, Some(c)) => in_file(read_file(c)?),
             (None, None) => None,
         };
-        Ok(file.unwrap_or_else(|| DEFAULT_STATE.into()))
+        Ok(file.unwrap_or_else(default))
     }
 
     /// Merge flags over the config file over defaults.
@@ -373,11 +385,11 @@ impl ProxyArgs {
                 reply,
             },
             workers,
-            control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
+            control: self.control.clone().or(file.control).unwrap_or_else(namespace::default_control),
             modules,
             setup: !self.no_setup && file.setup.unwrap_or(true),
             backlog: file.backlog.unwrap_or(4096),
-            state: self.state.clone().or(file.state).unwrap_or_else(|| DEFAULT_STATE.into()),
+            state: self.state.clone().or(file.state).unwrap_or_else(namespace::default_state),
             takeover: self.takeover,
             drain_timeout: Duration::from_secs(
                 self.drain_timeout.or(file.drain_timeout_s).unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
@@ -408,7 +420,7 @@ mod tests {
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
         assert!(!c.flow.relay.splice);
-        assert_eq!(args.state_path().unwrap(), PathBuf::from(DEFAULT_STATE));
+        assert_eq!(args.state_path().unwrap(), namespace::default_state());
         std::fs::write(&f, "state = \"/tmp/x.state\"\n").unwrap();
         assert_eq!(args.state_path().unwrap(), PathBuf::from("/tmp/x.state"));
         let flag = ProxyArgs { state: Some("/y".into()), ..args.clone() };

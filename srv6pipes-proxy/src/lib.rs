@@ -12,15 +12,22 @@
 //! * [`proxy`]: workers and the process lifecycle (signals, stop, drain, takeover, teardown);
 //!   [`lifecycle`]: the phase shared with workers and flows, admission and limits; [`state`]: the state
 //!   file of the installed datapath (crash recovery, takeover); [`metrics`]: the Prometheus endpoint.
+//! * [`ownership`]: who owns which part of a namespace's datapath (start, exit, takeover, teardown), over
+//!   [`lockfile`] (flock), [`claims`] (the namespace's claims and shared pieces) and [`namespace`] (the
+//!   namespace's identity and directory, the default paths).
 
 pub mod builtin;
+pub mod claims;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod flow;
 pub mod lifecycle;
+pub mod lockfile;
 pub mod metrics;
 pub mod module;
+pub mod namespace;
+pub mod ownership;
 pub mod proxy;
 pub mod relay;
 pub mod retpath;
