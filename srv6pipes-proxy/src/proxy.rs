@@ -127,7 +127,8 @@ fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> i
                         match once {
                             std::task::Poll::Ready(Ok((s, _))) => {
                                 flow::reset(&s);
-                                shared.flows.counters.refused_limit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let at = crate::stats::Refused { worker: idx, ..Default::default() };
+                                shared.flows.refused(crate::stats::Reason::Limit, at);
                                 tracing::warn!(worker = idx, "accept: {e}: flow refused");
                             }
                             // Another thread took the descriptor: do not spin.
@@ -255,6 +256,7 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     let life = Lifecycle::new(cfg.limits(default_max_flows), cfg.drain_timeout);
     let shared = Arc::new(Shared { cfg: cfg.flow.clone(), registry, flows: FlowTable::new(cfg.workers), life });
 
+    let group = cfg.control_group.as_deref().map(control::group_id).transpose()?;
     // Listeners before the datapath: steered SYNs must find a socket. In a takeover they join the
     // running proxy's SO_REUSEPORT group, so the datapath always has a listener.
     let mut listeners = Vec::with_capacity(cfg.workers);
@@ -282,7 +284,7 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     }
 
     // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).
-    let ctl = control::bind(&cfg.control, previous_owner.is_some())?;
+    let ctl = control::bind(&cfg.control, previous_owner.is_some(), group)?;
     let _ctl_file = control::RemoveOnDrop::new(&cfg.control);
 
     let (died_tx, mut died_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
