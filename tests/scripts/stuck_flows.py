@@ -4,7 +4,8 @@
 Server side (in the server's namespace; prints "listening" once ready):
   stuck_flows.py serve PORT
     Per connection, the first line picks the behaviour:
-      "silent\\n"  read and discard until the peer ends; never send, never close first
+      "silent\\n"  read and discard until the peer finishes; never send; hold the connection open
+                    (at most 120 s) until it is reset
       "flood\\n"   send bytes until the connection fails
       "echo\\n"    answer each chunk with the same bytes
 Client side (through srv6run); each prints one of "reset", "eof" or "open" (nothing happened within
@@ -13,7 +14,8 @@ SECS), preceded by "connected" once the connection is up:
   stuck_flows.py noread HOST PORT SECS        "flood", never read (the window closes), wait for a reset
   stuck_flows.py after HOST PORT FILE SECS    "echo" and one echoed chunk, then once FILE exists send
                                               64 KiB and wait for the echo or the end
-  stuck_flows.py wait HOST PORT SECS          "echo" and one echoed chunk, then wait for the end
+  stuck_flows.py wait HOST PORT SECS          "echo" and a chunk (its echo is read too), then wait for
+                                              the end
   stuck_flows.py many HOST PORT N             N short connections in a row ("echo", one chunk, close);
                                               prints "done N failed F"
 Every wait is bounded.
@@ -42,6 +44,9 @@ def handle(c):
         if mode == "silent":
             while c.recv(65536):
                 pass
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                time.sleep(0.1)
         elif mode == "flood":
             chunk = b"x" * 65536
             while True:
@@ -141,10 +146,18 @@ def main():
         s.sendall(b"y" * 65536)
         report(wait_end(s, float(a[4])), started)
     elif len(a) == 4 and a[0] == "wait":
-        s = connect(a[1], int(a[2]), "echo")
-        echo_once(s)
+        started = time.monotonic()
+        s = socket.create_connection((a[1], int(a[2])), timeout=10)
         print("connected", flush=True)
-        report(wait_end(s, float(a[3])), time.monotonic())
+        try:
+            s.sendall(b"echo\nping")
+        except ConnectionResetError:
+            report("reset", started)
+            return
+        except BrokenPipeError:
+            report("eof", started)
+            return
+        report(wait_end(s, float(a[3])), started)
     elif len(a) == 4 and a[0] == "many":
         failed = 0
         for _ in range(int(a[3])):

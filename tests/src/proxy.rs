@@ -33,10 +33,26 @@ impl Proxy {
 
     /// As [`Proxy::start`], with the ingress devices `ingress` (comma-separated).
     pub fn start_on(net: &Net, host: &str, prefix: &str, port: u16, ingress: &str, extra: &[&str]) -> Result<Proxy> {
+        Proxy::start_env(net, host, prefix, port, ingress, extra, &[])
+    }
+
+    /// As [`Proxy::start_on`], with the environment variables `env` too.
+    pub fn start_env(
+        net: &Net,
+        host: &str,
+        prefix: &str,
+        port: u16,
+        ingress: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy> {
         let control = net.dir().join(format!("{host}.sock"));
         let state = net.dir().join(format!("{host}.state"));
-        let mut proc = net
-            .cmd(host, [binaries::path("srv6pipes-proxy")?])
+        let mut cmd = net.cmd(host, [binaries::path("srv6pipes-proxy")?]);
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        let mut proc = cmd
             .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", ingress, "--workers", "2"])
             .arg("--control")
             .arg(&control)
