@@ -457,7 +457,36 @@ fn fault_hook(server: SocketAddrV6) {
     }
 }
 
-/// Connect, relay, close. Returns whether the flow ended with a reset.
+/// A leg closed with a reset when dropped, unless the flow ended cleanly: a flow cut short in any way
+/// (a panic of its task included) resets its peers instead of leaving them a FIN.
+struct ResetOnDrop {
+    stream: TcpStream,
+    clean: bool,
+}
+
+impl ResetOnDrop {
+    fn new(stream: TcpStream) -> ResetOnDrop {
+        ResetOnDrop { stream, clean: false }
+    }
+}
+
+impl std::ops::Deref for ResetOnDrop {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if !self.clean {
+            reset(&self.stream);
+        }
+    }
+}
+
+/// Connect, relay, close. Returns whether the flow ended with a reset (both legs are reset, on drop,
+/// unless it ended cleanly).
 async fn run(
     inbound: TcpStream,
     client: SocketAddrV6,
@@ -467,17 +496,17 @@ async fn run(
     entry: &FlowEntry,
     shared: &Shared,
 ) -> bool {
+    let mut inbound = ResetOnDrop::new(inbound);
     let connect = connect_out(client, server, route.out_srh.as_deref(), &shared.cfg);
     let connected = tokio::select! {
         r = connect => r,
         why = interrupted(entry, shared, false) => {
             count_interrupt(why, entry, shared);
-            reset(&inbound);
             return true;
         }
     };
-    let outbound = match connected {
-        Ok(s) => s,
+    let mut outbound = match connected {
+        Ok(s) => ResetOnDrop::new(s),
         Err(e) => {
             // Out of descriptors for the outbound leg: a refusal at the limit, not a failure of the next hop.
             let c = &shared.flows.counters;
@@ -493,7 +522,6 @@ async fn run(
             if let Some(suppressed) = LIMIT.allow() {
                 tracing::warn!(flow = entry.id, %client, %server, suppressed, "outbound leg failed (next hop unreachable?), resetting the client: {e}");
             }
-            reset(&inbound);
             return true;
         }
     };
@@ -504,8 +532,6 @@ async fn run(
         r = relay::relay(&inbound, &outbound, insts, entry, &shared.cfg.relay) => r,
         why = interrupted(entry, shared, true) => {
             count_interrupt(why, entry, shared);
-            reset(&inbound);
-            reset(&outbound);
             return true;
         }
     };
@@ -518,11 +544,12 @@ async fn run(
                 down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed),
                 "flow closed"
             );
+            (inbound.clean, outbound.clean) = (true, true);
             // A leg we closed first is in TIME_WAIT now (or once our FIN is acknowledged): remove it so
             // the client can reuse its port at once (see `timewait`).
-            timewait::reap(&inbound, server, client);
+            timewait::reap(&*inbound, server, client);
             if let Some(local) = outbound.local_addr().ok().and_then(|a| v6(a).ok()) {
-                timewait::reap(&outbound, local, server);
+                timewait::reap(&*outbound, local, server);
             }
             false
         }
@@ -540,8 +567,6 @@ async fn run(
                 }
                 None => tracing::debug!(flow = entry.id, "flow reset: {e}"),
             }
-            reset(&inbound);
-            reset(&outbound);
             true
         }
     }
