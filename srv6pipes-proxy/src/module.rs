@@ -444,18 +444,20 @@ struct Inner {
 }
 
 impl Inner {
-    /// Register a validated module, unless its name or one of its function ids is taken.
-    fn insert(&mut self, m: Module) -> Result<String, ModuleError> {
+    /// Register a validated module, unless its name or one of its function ids is taken: then it is
+    /// given back, so that the caller drops it (running its deinits) after releasing the lock.
+    fn insert(&mut self, m: Module) -> Result<String, Box<(ModuleError, Module)>> {
         if self.modules.iter().any(|x| x.name == m.name) {
-            return Err(ModuleError::DuplicateModule(m.name.clone()));
+            return Err(Box::new((ModuleError::DuplicateModule(m.name.clone()), m)));
         }
         if let Some((f, other)) = m.functions.iter().find_map(|f| Some((f, self.by_id.get(&f.id)?))) {
-            return Err(ModuleError::DuplicateFunction {
+            let e = ModuleError::DuplicateFunction {
                 module: m.name.clone(),
                 id: f.id,
                 name: f.name.clone(),
                 other: format!("{}:{}", other.module_name(), other.name),
-            });
+            };
+            return Err(Box::new((e, m)));
         }
         for f in &m.functions {
             self.by_id.insert(f.id, f.clone());
@@ -480,7 +482,7 @@ impl Registry {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // SAFETY: a 'static descriptor of this binary: its pointers stay valid forever.
         let m = unsafe { from_descriptor(desc, None, None, &inner.by_id)? };
-        inner.insert(m)
+        inner.insert(m).map_err(|refused| refused.0)
     }
 
     /// Load the module at `path`.
@@ -500,7 +502,8 @@ impl Registry {
         // SAFETY: `sym` is the module's exported descriptor; its pointers live as long as `lib`, which the
         // returned module owns.
         let m = unsafe { from_descriptor(sym as *const ModuleDesc, Some(lib), Some(path), &ids)? };
-        self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(m)
+        let inserted = self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(m);
+        inserted.map_err(|refused| refused.0)
     }
 
     /// Unload module `name`: its functions stop matching new flows at once; flows using it keep it alive.
