@@ -218,6 +218,15 @@ impl Tally {
     }
 }
 
+/// SIDs, and functions, a worker counts separately; the rest add up under [`OTHER_SID`] and
+/// [`OTHER_FUNCTION`]: clients choose the SIDs (arguments), so their number must not grow memory and
+/// metrics without bound.
+pub const MAX_ROWS: usize = 1024;
+/// Where the SIDs beyond [`MAX_ROWS`] are counted.
+pub const OTHER_SID: Ipv6Addr = Ipv6Addr::UNSPECIFIED;
+/// Where the functions beyond [`MAX_ROWS`] are counted (named `other`).
+pub const OTHER_FUNCTION: u64 = u64::MAX;
+
 /// One worker's live flows and what its ended ones add up to.
 #[derive(Default)]
 struct Shard {
@@ -228,6 +237,42 @@ struct Shard {
     by_sid: HashMap<Ipv6Addr, Tally>,
     /// By function number, with its name.
     by_function: HashMap<u64, (Arc<str>, Tally)>,
+}
+
+impl Shard {
+    /// The row `sid` is counted in.
+    fn sid_key(&self, sid: Ipv6Addr) -> Ipv6Addr {
+        if self.by_sid.contains_key(&sid) || self.by_sid.len() < MAX_ROWS {
+            sid
+        } else {
+            OTHER_SID
+        }
+    }
+
+    fn sid_row(&mut self, sid: Ipv6Addr) -> &mut Tally {
+        let key = self.sid_key(sid);
+        self.by_sid.entry(key).or_default()
+    }
+
+    /// The row function `id` is counted in.
+    fn function_key(&self, id: u64) -> u64 {
+        if self.by_function.contains_key(&id) || self.by_function.len() < MAX_ROWS {
+            id
+        } else {
+            OTHER_FUNCTION
+        }
+    }
+
+    /// The row of function `id`, named `name` when created (empty: not known).
+    fn function_row(&mut self, id: u64, name: &Arc<str>) -> &mut Tally {
+        let key = self.function_key(id);
+        let name = if key == OTHER_FUNCTION { "other".into() } else { name.clone() };
+        let (known, tally) = self.by_function.entry(key).or_insert_with(|| (name.clone(), Tally::default()));
+        if known.is_empty() {
+            *known = name;
+        }
+        tally
+    }
 }
 
 /// Live flows, one shard per worker so workers do not contend.
@@ -306,13 +351,8 @@ impl FlowTable {
         });
         let mut shard = self.shard(worker);
         shard.flows.insert(id, e.clone());
-        shard.by_sid.entry(e.meta.sid).or_default().accepted += 1;
-        shard
-            .by_function
-            .entry(e.meta.function_id)
-            .or_insert_with(|| (e.meta.function.clone(), Tally::default()))
-            .1
-            .accepted += 1;
+        shard.sid_row(e.meta.sid).accepted += 1;
+        shard.function_row(e.meta.function_id, &e.meta.function).accepted += 1;
         drop(shard);
         self.counters.accepted.fetch_add(1, Relaxed);
         e
@@ -332,13 +372,8 @@ impl FlowTable {
         }
         shard.up += up;
         shard.down += down;
-        shard.by_sid.entry(e.meta.sid).or_default().add(&ended);
-        shard
-            .by_function
-            .entry(e.meta.function_id)
-            .or_insert_with(|| (e.meta.function.clone(), Tally::default()))
-            .1
-            .add(&ended);
+        shard.sid_row(e.meta.sid).add(&ended);
+        shard.function_row(e.meta.function_id, &e.meta.function).add(&ended);
         drop(shard);
         let c = &self.counters;
         if reset { &c.flows_reset } else { &c.flows_closed }.fetch_add(1, Relaxed);
@@ -352,10 +387,10 @@ impl FlowTable {
         }
         let mut shard = self.shard(at.worker);
         if let Some(sid) = at.sid {
-            shard.by_sid.entry(sid).or_default().refused[reason.index()] += 1;
+            shard.sid_row(sid).refused[reason.index()] += 1;
         }
         if let Some(f) = at.function {
-            shard.by_function.entry(f).or_insert_with(|| ("".into(), Tally::default())).1.refused[reason.index()] += 1;
+            shard.function_row(f, &"".into()).refused[reason.index()] += 1;
         }
     }
 
@@ -447,10 +482,12 @@ impl FlowTable {
                 }
                 sum.add(t);
             }
+            // A live flow is in the rows its accept counted it in.
             for f in s.flows.values() {
-                sids.entry(f.meta.sid).or_default().1.push(f.clone());
-                let (_, (_, live)) =
-                    funcs.entry(f.meta.function_id).or_insert_with(|| (f.meta.function.clone(), Sum::default()));
+                sids.entry(s.sid_key(f.meta.sid)).or_default().1.push(f.clone());
+                let (_, (_, live)) = funcs
+                    .entry(s.function_key(f.meta.function_id))
+                    .or_insert_with(|| (f.meta.function.clone(), Sum::default()));
                 live.push(f.clone());
             }
         }
@@ -548,5 +585,16 @@ mod tests {
         assert_eq!(sid.usage.refused.get("unknown_function"), Some(&1));
         let names: Vec<(u64, &str)> = r.functions.iter().map(|f| (f.function_id, f.function.as_str())).collect();
         assert_eq!(names, [(2, "xor"), (9, "")]);
+        // SIDs chosen by clients do not grow the table without bound.
+        for i in 0..(MAX_ROWS as u32 + 10) {
+            let sid = Ipv6Addr::from(0xfc00_00f1_0000_0000_0000_0002_0000_0000u128 | u128::from(i));
+            t.refused(Reason::Spawn, Refused { worker: 0, sid: Some(sid), function: Some(u64::from(i) + 100) });
+        }
+        let r = t.report();
+        assert_eq!((r.sids.len(), r.functions.len()), (MAX_ROWS + 1, MAX_ROWS + 1));
+        assert_eq!(r.sids[0].sid, OTHER_SID);
+        let other = r.functions.last().unwrap();
+        assert_eq!((other.function_id, other.function.as_str()), (OTHER_FUNCTION, "other"));
+        assert_eq!(r.sids.iter().map(|s| s.usage.refused.values().sum::<u64>()).sum::<u64>(), MAX_ROWS as u64 + 11);
     }
 }
