@@ -11,13 +11,14 @@ use libsrv6sock::attach;
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
-use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
+use libsrv6sock::wire::srh::{Srh, SrhRepr, NEXT_HEADER_NONE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{Downstream, FlowState};
 
+use crate::access::{Access, Denied};
 use crate::lifecycle::{Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::relay::{self, Instances, RelayConfig, RelayError};
@@ -43,6 +44,8 @@ pub struct FlowConfig {
     pub relay: RelayConfig,
     /// `--reply-path`: reply SRHs on client-facing sockets, the MSS clamp, the TLV to the server.
     pub reply: Option<ReplyPolicy>,
+    /// Allowed clients and next segments, required HMAC.
+    pub access: Access,
 }
 
 /// Everything the workers share.
@@ -93,6 +96,9 @@ pub enum Refusal {
     /// The function's spawn failed.
     #[error(transparent)]
     Spawn(#[from] ModuleError),
+    /// The access policy denies it.
+    #[error("access denied: {0}")]
+    Denied(#[from] Denied),
     /// The return-path TLV is malformed or too long (counted as malformed).
     #[error(transparent)]
     ReturnPath(#[from] ReturnError),
@@ -113,6 +119,13 @@ impl Refusal {
             Refusal::Full(_) => Reason::Limit,
             Refusal::UnknownFunction { .. } => Reason::UnknownFunction,
             Refusal::Spawn(_) | Refusal::Socket(_) => Reason::Spawn,
+            Refusal::Denied(d) => match d {
+                Denied::Client { .. } => Reason::Client,
+                Denied::Next { .. } => Reason::Next,
+                Denied::HmacMissing => Reason::HmacMissing,
+                Denied::HmacKey(_) => Reason::HmacKey,
+                Denied::HmacWrong(_) => Reason::HmacWrong,
+            },
         }
     }
 }
@@ -158,7 +171,7 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
     let sid = srh.segments[me];
     let parts = layout.split(sid);
     let out_srh = if me > 1 {
-        let out = SrhRepr {
+        let mut out = SrhRepr {
             next_header: NEXT_HEADER_NONE,
             segments_left: (me - 1) as u8,
             flags: srh.flags,
@@ -166,6 +179,8 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
             segments: srh.segments[..me].to_vec(),
             tlvs: srh.tlvs.clone(),
         };
+        // The HMAC covered the whole list: it was checked here (`access`) and would not verify downstream.
+        out.strip_hmac();
         Some(out.to_bytes()?)
     } else {
         None
@@ -301,6 +316,9 @@ fn prepare(
     let mut route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
     (at.sid, at.function) = (Some(route.sid), Some(route.function));
     let cfg = &shared.cfg;
+    // The next leg's destination: the segment after ours, or the final destination.
+    let next = route.out_srh.as_deref().and_then(|b| Srh::new_checked(b).ok()?.active_segment());
+    cfg.access.check(srh.unwrap_or_default(), *client.ip(), route.sid, next.unwrap_or(*server.ip()))?;
     let back = match srh {
         Some(srh) => retpath::plan(srh, *client.ip(), &cfg.prefixes, &cfg.layout, cfg.reply.as_ref())?,
         None => None,

@@ -56,6 +56,11 @@ pub fn render(r: &StatsReply) -> String {
             ("{reason=\"own_sid\"}", s.refused_own_sid),
             ("{reason=\"draining\"}", s.refused_draining),
             ("{reason=\"limit\"}", s.refused_limit),
+            ("{reason=\"client\"}", s.refused_client),
+            ("{reason=\"next\"}", s.refused_next),
+            ("{reason=\"hmac_missing\"}", s.refused_hmac_missing),
+            ("{reason=\"hmac_key\"}", s.refused_hmac_key),
+            ("{reason=\"hmac_wrong\"}", s.refused_hmac_wrong),
         ],
     );
     one("connect_failed", Kind::Counter, "Outbound connections that failed.", &[("", s.connect_failed)]);
@@ -199,12 +204,17 @@ mod tests {
             refused_own_sid: 10,
             refused_draining: 11,
             refused_limit: 12,
+            refused_client: 20,
+            refused_next: 21,
+            refused_hmac_missing: 22,
+            refused_hmac_key: 23,
+            refused_hmac_wrong: 24,
             idle_timeouts: 13,
-            server_fin_timeouts: 20,
-            client_fin_timeouts: 21,
-            peer_timeouts: 22,
-            connect_timeouts: 23,
-            flows_killed: 24,
+            server_fin_timeouts: 25,
+            client_fin_timeouts: 26,
+            peer_timeouts: 27,
+            connect_timeouts: 28,
+            flows_killed: 29,
             flows_stopped: 14,
             connect_failed: 15,
             flows_closed: 16,
@@ -221,7 +231,7 @@ mod tests {
             .collect();
         let mut sorted = values.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (1..=24).collect::<Vec<u64>>(), "{text}");
+        assert_eq!(sorted, (1..=29).collect::<Vec<u64>>(), "{text}");
         assert!(text.contains("# TYPE srv6pipes_proxy_flows_refused_total counter\n"));
         assert!(text.contains("srv6pipes_proxy_flows_refused_total{reason=\"own_sid\"} 10\n"));
         assert!(text.contains("# TYPE srv6pipes_proxy_flows_active gauge\nsrv6pipes_proxy_flows_active 3\n"));
@@ -246,6 +256,11 @@ mod tests {
             refused_own_sid: 2,
             refused_draining: 0,
             refused_limit: 0,
+            refused_client: 0,
+            refused_next: 0,
+            refused_hmac_missing: 0,
+            refused_hmac_key: 0,
+            refused_hmac_wrong: 0,
             idle_timeouts: 0,
             server_fin_timeouts: 0,
             client_fin_timeouts: 0,

@@ -118,11 +118,21 @@ pub enum Reason {
     Draining,
     /// At the flow or descriptor limit.
     Limit,
+    /// Client outside the allowed prefixes.
+    Client,
+    /// Next segment or destination outside the allowed prefixes.
+    Next,
+    /// No HMAC TLV.
+    HmacMissing,
+    /// HMAC key id not in the key file.
+    HmacKey,
+    /// HMAC does not verify.
+    HmacWrong,
 }
 
 impl Reason {
     /// Every reason, in the order of [`Reason::index`].
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 13] = [
         Reason::NoSrh,
         Reason::Malformed,
         Reason::NotOurs,
@@ -131,6 +141,11 @@ impl Reason {
         Reason::OwnSid,
         Reason::Draining,
         Reason::Limit,
+        Reason::Client,
+        Reason::Next,
+        Reason::HmacMissing,
+        Reason::HmacKey,
+        Reason::HmacWrong,
     ];
 
     /// The name: the `refused_*` counter without its prefix, and the metrics label.
@@ -144,6 +159,11 @@ impl Reason {
             Reason::OwnSid => "own_sid",
             Reason::Draining => "draining",
             Reason::Limit => "limit",
+            Reason::Client => "client",
+            Reason::Next => "next",
+            Reason::HmacMissing => "hmac_missing",
+            Reason::HmacKey => "hmac_key",
+            Reason::HmacWrong => "hmac_wrong",
         }
     }
 
@@ -158,7 +178,7 @@ pub struct Counters {
     /// Flows accepted.
     pub accepted: AtomicU64,
     /// Refused, by [`Reason::index`].
-    refused: [AtomicU64; 8],
+    refused: [AtomicU64; Reason::ALL.len()],
     /// Flows reset after the idle timeout.
     pub idle_timeouts: AtomicU64,
     /// Flows reset after the server-fin timeout.
@@ -188,7 +208,7 @@ struct Tally {
     reset: u64,
     up: u64,
     down: u64,
-    refused: [u64; 8],
+    refused: [u64; Reason::ALL.len()],
 }
 
 impl Tally {
@@ -448,6 +468,11 @@ impl FlowTable {
             refused_own_sid: r(Reason::OwnSid),
             refused_draining: r(Reason::Draining),
             refused_limit: r(Reason::Limit),
+            refused_client: r(Reason::Client),
+            refused_next: r(Reason::Next),
+            refused_hmac_missing: r(Reason::HmacMissing),
+            refused_hmac_key: r(Reason::HmacKey),
+            refused_hmac_wrong: r(Reason::HmacWrong),
             idle_timeouts: g(&c.idle_timeouts),
             server_fin_timeouts: g(&c.server_fin_timeouts),
             client_fin_timeouts: g(&c.client_fin_timeouts),

@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod explain;
+mod hmac;
 mod preload;
 mod program;
 
@@ -66,6 +67,9 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     if let Some(m) = cli.reply_mss {
         env.insert(reply::ENV_REPLY_MSS, m.to_string());
     }
+    if let Some(k) = &cli.hmac_key {
+        env.insert(policy::ENV_HMAC_KEY, k.id.to_string());
+    }
     if let Some(l) = &cli.log {
         // The program may change directory: give the shim an absolute path.
         let target = if l == "stderr" { l.clone() } else { std::path::absolute(l)?.display().to_string() };
@@ -123,6 +127,9 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 
+    if let Some(key) = &cli.hmac_key {
+        hmac::ensure_key(key).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+    }
     let name = &cli.command[0];
     let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
     program::check_preloadable(&path).map_err(|e| (EXIT_CANNOT_RUN, e))?;

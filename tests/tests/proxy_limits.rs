@@ -241,7 +241,7 @@ fn a_panicking_flow_task_gives_its_slot_and_row_back() {
         http.add_random_file("1k.bin", 1024)?;
         let panic_port = STUCK_PORT.to_string();
         let env = [("SRV6PIPES_PROXY_PANIC_PORT", panic_port.as_str())];
-        let p1 = Proxy::start_env(net, "p1", "fc00:f1::/80", 5001, "eth0,eth1", &["--max-flows", "2"], &env)?;
+        let p1 = Proxy::start_env(net, "p1", "fc00:f1::/80", 5001, &["--max-flows", "2"], &env)?;
         let _p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &[])?;
         let _server = stuck_server(net, STUCK_PORT)?;
         // Five flows whose task panics, more than the two slots.
