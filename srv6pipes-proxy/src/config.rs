@@ -179,11 +179,19 @@ pub enum ConfigError {
     ReplyMss,
 }
 
+/// Prefixes written as strings (`"fc00:f1::/80"`), read with `Ipv6Prefix`'s `FromStr` (libsrv6sock has no
+/// serde: the shim links it).
+fn prefixes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Ipv6Prefix>>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter().map(|s| s.parse().map_err(serde::de::Error::custom)).collect::<Result<_, _>>().map(Some)
+}
+
 /// The TOML file (keys as in the module's example; flags override them).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// As `--prefix`.
+    #[serde(default, deserialize_with = "prefixes")]
     pub prefixes: Option<Vec<Ipv6Prefix>>,
     /// As `--port`.
     pub port: Option<u16>,

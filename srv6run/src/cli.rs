@@ -75,8 +75,8 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 500, requires = "dns_paths")]
     pub dns_timeout: u64,
 
-    /// The shim to preload. Default: libsrv6sock.so next to srv6run, then ../lib/srv6pipes/ beside it,
-    /// then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
+    /// The shim to preload (another library is refused). Default: libsrv6sock.so next to srv6run, then
+    /// ../lib/srv6pipes/ beside it, then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
     #[arg(long, value_name = "PATH", env = "SRV6RUN_PRELOAD")]
     pub preload: Option<PathBuf>,
 
@@ -90,7 +90,7 @@ pub struct Cli {
     pub json: bool,
 
     /// The program to run and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
 }
 

@@ -244,9 +244,11 @@ mod tests {
 
     #[test]
     fn explains_the_shims_decision() {
-        let policy =
-            Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml")
-                .unwrap();
+        let policy = crate::policy_file::from_toml(
+            "[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n",
+            "p.toml",
+        )
+        .unwrap();
         let e =
             explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()], None);
         assert_eq!(e["destinations"][0]["rule"], "p.toml rule #1");
