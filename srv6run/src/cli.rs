@@ -81,7 +81,8 @@ pub struct Cli {
     pub preload: Option<PathBuf>,
 
     /// Do not run PROGRAM: print the rules and the path each destination named in its arguments (URLs,
-    /// [addr]:port, addresses, host names) would get.
+    /// [addr]:port, addresses, host names) would get, then check what the run would meet (the program, a route
+    /// to each path's first waypoint, the MTU left, seg6_enabled) and say which check would fail.
     #[arg(short, long)]
     pub explain: bool,
 

@@ -1,6 +1,7 @@
 //! srv6run: run a program with libsrv6sock.so preloaded so that its sockets follow an SRv6 steering policy.
 
 mod agent;
+mod checks;
 mod cli;
 mod explain;
 mod policy_file;
@@ -145,7 +146,8 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
 
     if cli.explain {
         let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
-        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
+        let mut e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
+        e["checks"] = checks::all(&cli.command[0], &policy, &explain::dns_paths(&e), cli.reply_path);
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
         } else {

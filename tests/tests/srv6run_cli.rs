@@ -1,7 +1,8 @@
 //! What srv6run refuses before it runs anything, each case with its exit status and message: unknown
 //! options (not taken for the program), a `--preload` that is not the shim, SIDs no packet can be routed to,
 //! paths too long for the SRH; and what the shim says when it is preloaded by hand with a TOML policy it
-//! cannot read (it has no TOML parser: srv6run compiles the policy). No network: nothing here is steered.
+//! cannot read (it has no TOML parser: srv6run compiles the policy); and `--explain`'s checks of what the real
+//! run would meet, in topology `steering`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -141,4 +142,64 @@ fn hand_preloaded_shim_refuses_a_toml_policy_and_says_to_use_srv6run() -> Result
         ensure!(got == errno.to_string(), "SRV6_FAIL={fail}: connect fails with errno {errno}, got {got:?}: {stderr}");
     }
     Ok(())
+}
+
+/// `srv6run --explain --json ARGS` in the client of topology `steering`: its checks as (check, status, detail).
+fn explain_checks(net: &srv6pipes_tests::Net, args: &[&str]) -> Result<Vec<(String, String, String)>> {
+    let mut argv = vec![binaries::path("srv6run")?.display().to_string(), "--explain".into(), "--json".into()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    let out = net.run("client", argv)?;
+    let e: serde_json::Value = serde_json::from_str(&out.stdout).with_context(|| out.stdout.clone())?;
+    let checks = e["checks"].as_array().with_context(|| format!("--explain lists its checks: {e}"))?;
+    Ok(checks
+        .iter()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("check"), s("status"), s("detail"))
+        })
+        .collect())
+}
+
+fn status_of<'a>(checks: &'a [(String, String, String)], check: &str) -> Option<&'a (String, String, String)> {
+    checks.iter().find(|c| c.0 == check)
+}
+
+/// `--explain` checks what the real run meets: a static program (refused), a first waypoint with no route
+/// (the connection fails), the MTU left after a long SRH; and says ok where the run works.
+#[test]
+fn explain_says_which_checks_the_real_run_would_fail() {
+    srv6pipes_tests::with_net("steering", "explain", |net| {
+        let url = "http://[fc00:5::1]:8080/";
+        let good = explain_checks(net, &["--segs", "fc00:f1::1,fc00:f2::1", "--", "curl", url])?;
+        for check in ["program", "route", "mtu", "seg6_enabled"] {
+            let c = status_of(&good, check).with_context(|| format!("{check} checked: {good:?}"))?;
+            ensure!(c.1 == "ok", "{check} passes on a working path: {c:?}");
+        }
+
+        let unrouted = explain_checks(net, &["--segs", "fc00:77::1", "--", "curl", url])?;
+        let route = status_of(&unrouted, "route").context("route checked")?;
+        ensure!(route.1 == "fail" && route.2.contains("no route to the first waypoint fc00:77::1"), "{route:?}");
+        let real = net
+            .cmd("client", [binaries::path("srv6run")?.display().to_string().as_str(), "--segs", "fc00:77::1", "--"])
+            .args(["curl", "-sS", "--max-time", "10", url])
+            .output()?;
+        ensure!(!real.status.success() && real.stderr.contains("Couldn't connect"), "the real run fails too: {real}");
+
+        let dir = tempfile::tempdir()?;
+        let static_bin = dir.path().join("static");
+        let src = dir.path().join("s.c");
+        std::fs::write(&src, "int main(void) { return 0; }\n")?;
+        let built = Command::new("gcc").arg("-static").arg("-o").arg(&static_bin).arg(&src).status()?;
+        ensure!(built.success(), "gcc -static");
+        let bin = static_bin.to_str().context("path")?;
+        let checks = explain_checks(net, &["--segs", "fc00:f1::1", "--", bin, url])?;
+        let program = status_of(&checks, "program").context("program checked")?;
+        ensure!(program.1 == "fail" && program.2.contains("statically linked"), "{program:?}");
+
+        let long = (1..=70).map(|i| format!("fc00:f1::{i:x}")).collect::<Vec<_>>().join(",");
+        let checks = explain_checks(net, &["--segs", &long, "--return-path", "none", "--", "curl", url])?;
+        let mtu = status_of(&checks, "mtu").context("mtu checked")?;
+        ensure!(mtu.1 == "warning" && mtu.2.contains("1144-byte SRH"), "70 waypoints leave little MTU: {mtu:?}");
+        Ok(())
+    });
 }
