@@ -648,7 +648,7 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 6] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 12] = [
+const HOOKS: [&str; 16] = [
     "accept",
     "accept4",
     "close",
@@ -656,6 +656,10 @@ const HOOKS: [&str; 12] = [
     "dup",
     "dup2",
     "dup3",
+    "execv",
+    "execve",
+    "execvp",
+    "execvpe",
     "getaddrinfo",
     "listen",
     "sendmsg",
@@ -771,4 +775,41 @@ fn shim_is_built_from_the_same_crates_and_features_alone_or_in_the_workspace() -
     let heavy: Vec<_> = names.iter().filter(|n| FORBIDDEN_CRATES.iter().any(|f| n.starts_with(f))).collect();
     ensure!(heavy.is_empty(), "the shim depends on {heavy:?}");
     Ok(())
+}
+
+/// A steered shell starts a statically linked program (busybox), which the preload cannot reach: the decision
+/// log says so at its exec; with `--fail closed` the exec fails with EACCES (the shell says "Permission
+/// denied", status 126), with `open` it runs, unsteered.
+#[test]
+fn static_child_of_a_steered_program_is_logged_and_refused_when_closed() {
+    with_net("steering", "static-child", |net| {
+        let env = Env::start(net)?;
+        let script = format!("busybox wget -q -O /dev/null http://[{}]:{PORT}/{SMALL}; echo wget=$?", env.service);
+        for (fail, status, action) in [("open", "wget=0", "unsteered"), ("closed", "wget=126", "refused")] {
+            let log = net.path(&format!("static-child-{fail}.jsonl"));
+            let argv = env.srv6run(
+                &["--segs", &env.segs(), "--fail", fail, "--log", log.to_str().context("path")?],
+                &["sh", "-c", &script],
+            );
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
+            ensure!(out.stdout.trim() == status, "--fail {fail}: {status}: {out}");
+            let events = log_events(&log)?;
+            let execs: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["event"] == "execve" && e["path"].as_str().is_some_and(|p| p.ends_with("/busybox")))
+                .collect();
+            ensure!(!execs.is_empty(), "--fail {fail}: the exec of busybox is logged: {events:?}");
+            for e in &execs {
+                ensure!(
+                    e["action"] == action && e["reason"].as_str().is_some_and(|r| r.contains("statically linked")),
+                    "--fail {fail}: {e}"
+                );
+            }
+            if fail == "closed" {
+                ensure!(out.stderr.contains("Permission denied"), "the shell says why: {out}");
+                ensure!(execs.iter().all(|e| e["errno"] == libc::EACCES), "logged with its errno: {execs:?}");
+            }
+        }
+        Ok(())
+    });
 }

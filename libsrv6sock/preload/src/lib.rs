@@ -15,13 +15,16 @@
 //! * what the shim writes goes through [`output`]: no `std::io`, no SIGPIPE, errors mean "message lost";
 //! * paths from DNS come from the resolver agent ([`agent`], asked inside `getaddrinfo()` with a bounded
 //!   timeout and stack buffers) and are kept in a fixed lock-free table ([`learned`]) that `connect()`
-//!   reads; the shim has no DNS code.
+//!   reads; the shim has no DNS code;
+//! * `execve()`/`execv()`/`execvp()`/`execvpe()` look at the program first ([`exec`]): one the preload cannot
+//!   reach (static, setuid) is logged, and refused under `SRV6_FAIL=closed`.
 
 // catch_unwind is what keeps a bug in the shim from killing the host; with panic=abort it catches nothing.
 #[cfg(panic = "abort")]
 compile_error!("libsrv6sock.so must be built with panic = \"unwind\": an abort would kill the host program");
 
 mod agent;
+mod exec;
 mod fds;
 mod hooks;
 mod learned;

@@ -38,12 +38,31 @@ pub static DUP3: Real = Real::new(b"dup3\0");
 pub static LISTEN: Real = Real::new(b"listen\0");
 pub static ACCEPT: Real = Real::new(b"accept\0");
 pub static ACCEPT4: Real = Real::new(b"accept4\0");
+pub static EXECVE: Real = Real::new(b"execve\0");
+pub static EXECV: Real = Real::new(b"execv\0");
+pub static EXECVP: Real = Real::new(b"execvp\0");
+pub static EXECVPE: Real = Real::new(b"execvpe\0");
 
 /// Resolve every symbol now, in the constructor, so hooks normally never call `dlsym`.
 pub fn resolve_all() {
-    for r in
-        [&CONNECT, &SENDTO, &SENDMSG, &GETADDRINFO, &SOCKET, &CLOSE, &DUP, &DUP2, &DUP3, &LISTEN, &ACCEPT, &ACCEPT4]
-    {
+    for r in [
+        &CONNECT,
+        &SENDTO,
+        &SENDMSG,
+        &GETADDRINFO,
+        &SOCKET,
+        &CLOSE,
+        &DUP,
+        &DUP2,
+        &DUP3,
+        &LISTEN,
+        &ACCEPT,
+        &ACCEPT4,
+        &EXECVE,
+        &EXECV,
+        &EXECVP,
+        &EXECVPE,
+    ] {
         r.get();
     }
 }
