@@ -5,6 +5,8 @@
 //! * [`policy`]: rules mapping a destination to a path, from the compiled policy, the command line or the
 //!   environment (the TOML file is `srv6run`'s: the shim never parses TOML).
 //! * [`reply`]: what a server replying along return-path TLVs accepts (`SRV6_REPLY*`).
+//! * [`hmac_keys`]: HMAC key files (key id → secret), read by `srv6run --hmac-key` and the proxy's
+//!   `--require-hmac`.
 //! * [`elf`]: whether an executable has a program interpreter; the shim's marker section.
 //! * [`attach`]: put an SRH on a socket (`IPV6_RTHDR`), read it back, read the SYN's SRH on a proxy socket.
 //!
@@ -12,6 +14,8 @@
 //! workspace build compiles. Capture and decoding is `srv6pipes-capture`.
 
 pub mod wire;
+
+pub mod hmac_keys;
 
 pub mod attach;
 pub mod elf;

@@ -22,6 +22,9 @@ pub const ENV_SEGS: &str = "SRV6_SEGS";
 pub const ENV_PROTO: &str = "SRV6_PROTO";
 /// Environment variable: return path for `SRV6_SEGS`: `reverse` (default), `none`, or waypoints back.
 pub const ENV_RETURN_PATH: &str = "SRV6_RETURN_PATH";
+/// Environment variable: key id of the HMAC TLV every rule's SRH carries (the H flag set, the digest filled
+/// in by the kernel with the key `ip sr hmac` configured under that id).
+pub const ENV_HMAC_KEY: &str = "SRV6_HMAC_KEY";
 /// Environment variable: the policy file (TOML), which `srv6run` reads and compiles; the shim refuses it.
 pub const ENV_POLICY: &str = "SRV6_POLICY";
 /// Environment variable: the whole policy, compiled by `srv6run` (hex of [`crate::wire::policy`]'s
@@ -131,7 +134,7 @@ impl Policy {
     }
 
     /// This policy with the environment's settings on top (`get` looks a variable up): the `SRV6_SEGS` rule
-    /// (with `SRV6_PROTO` and `SRV6_RETURN_PATH`) first, and `SRV6_FAIL`.
+    /// (with `SRV6_PROTO` and `SRV6_RETURN_PATH`) first, `SRV6_HMAC_KEY` on every rule, and `SRV6_FAIL`.
     pub fn with_env(mut self, get: impl Fn(&str) -> Option<String>) -> Result<Policy, PolicyError> {
         if let Some(segs) = get(ENV_SEGS).filter(|s| !s.trim().is_empty()) {
             let env_err = |var, value: &str, reason| PolicyError::Env { var, value: value.to_string(), reason };
@@ -148,10 +151,20 @@ impl Policy {
                 port: None,
                 name: None,
                 proto,
-                path: Path { segments, return_path, tag: 0, flags: 0 },
+                path: Path { segments, return_path, tag: 0, flags: 0, hmac_key: None },
             };
             rule.validate()?;
             self.rules.insert(0, rule);
+        }
+        if let Some(k) = get(ENV_HMAC_KEY).filter(|s| !s.is_empty()) {
+            let key_id = k.parse().map_err(|_| PolicyError::Env {
+                var: ENV_HMAC_KEY,
+                value: k.clone(),
+                reason: "not a key id (0 to 4294967295)".into(),
+            })?;
+            for r in &mut self.rules {
+                r.path.hmac_key = Some(key_id);
+            }
         }
         if let Some(f) = get(ENV_FAIL).filter(|s| !s.is_empty()) {
             self.fail = f.parse().map_err(|reason| PolicyError::Env { var: ENV_FAIL, value: f.clone(), reason })?;
@@ -329,5 +342,26 @@ mod tests {
         let e = Policy::for_shim(|k| (k == ENV_COMPILED_POLICY).then(|| "53".to_string())).unwrap_err();
         assert!(e.to_string().starts_with(ENV_COMPILED_POLICY), "{e}");
         assert_eq!(Policy::for_shim(segs).unwrap(), p, "SRV6_SEGS alone needs no compiling");
+    }
+
+    #[test]
+    fn hmac_key_makes_the_kernel_sign_every_rule() {
+        use crate::wire::hmac;
+        let env = |k: &str| match k {
+            ENV_SEGS => Some("fc00:e1::1".to_string()),
+            ENV_HMAC_KEY => Some("7".to_string()),
+            _ => None,
+        };
+        let p = Policy::default().with_env(env).unwrap();
+        let bytes = p.rules[0].path.srh(a("fc00:4::2")).unwrap().to_bytes().unwrap();
+        let srh = crate::wire::srh::Srh::new_checked(&bytes[..]).unwrap();
+        let tlv = hmac::find(&srh).expect("an HMAC TLV where Linux fills it in");
+        assert_eq!((tlv.key_id(), tlv.digest()), (7, &[0u8; hmac::DIGEST_LEN][..]));
+        assert_eq!(Policy::from_hex(&p.to_hex().unwrap()).unwrap(), p, "the key id is compiled too");
+        let bad = Policy::default().with_env(|k| match k {
+            ENV_HMAC_KEY => Some("x".to_string()),
+            _ => env(k),
+        });
+        assert!(matches!(bad, Err(PolicyError::Env { var: ENV_HMAC_KEY, .. })));
     }
 }

@@ -11,13 +11,14 @@ use libsrv6sock::attach;
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
-use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
+use libsrv6sock::wire::srh::{Srh, SrhRepr, NEXT_HEADER_NONE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{Downstream, FlowState};
 
+use crate::access::{Access, Denied};
 use crate::lifecycle::{Interrupt, Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::relay::{self, Instances, RelayConfig};
@@ -40,6 +41,8 @@ pub struct FlowConfig {
     pub relay: RelayConfig,
     /// `--reply-path`: reply SRHs on client-facing sockets, the MSS clamp, the TLV to the server.
     pub reply: Option<ReplyPolicy>,
+    /// Allowed clients and next segments, required HMAC.
+    pub access: Access,
 }
 
 /// Everything the workers share.
@@ -90,6 +93,9 @@ pub enum Refusal {
     /// The function's spawn failed.
     #[error(transparent)]
     Spawn(#[from] ModuleError),
+    /// The access policy denies it.
+    #[error("access denied: {0}")]
+    Denied(#[from] Denied),
     /// The return-path TLV is malformed or too long (counted as malformed).
     #[error(transparent)]
     ReturnPath(#[from] ReturnError),
@@ -139,7 +145,7 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
     let sid = srh.segments[me];
     let parts = layout.split(sid);
     let out_srh = if me > 1 {
-        let out = SrhRepr {
+        let mut out = SrhRepr {
             next_header: NEXT_HEADER_NONE,
             segments_left: (me - 1) as u8,
             flags: srh.flags,
@@ -147,6 +153,8 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
             segments: srh.segments[..me].to_vec(),
             tlvs: srh.tlvs.clone(),
         };
+        // The HMAC covered the whole list: it was checked here (`access`) and would not verify downstream.
+        out.strip_hmac();
         Some(out.to_bytes()?)
     } else {
         None
@@ -249,6 +257,13 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                 Refusal::Full(_) => &c.refused_limit,
                 Refusal::UnknownFunction { .. } => &c.refused_unknown_function,
                 Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
+                Refusal::Denied(d) => match d {
+                    Denied::Client { .. } => &c.refused_client,
+                    Denied::Next { .. } => &c.refused_next,
+                    Denied::HmacMissing => &c.refused_hmac_missing,
+                    Denied::HmacKey(_) => &c.refused_hmac_key,
+                    Denied::HmacWrong(_) => &c.refused_hmac_wrong,
+                },
             };
             ctr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             static LIMIT: LogLimit = LogLimit::new(20);
@@ -273,6 +288,9 @@ fn prepare(
     let srh = range.map(|r| &buf[r]);
     let mut route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
     let cfg = &shared.cfg;
+    // The next leg's destination: the segment after ours, or the final destination.
+    let next = route.out_srh.as_deref().and_then(|b| Srh::new_checked(b).ok()?.active_segment());
+    cfg.access.check(srh.unwrap_or_default(), *client.ip(), route.sid, next.unwrap_or(*server.ip()))?;
     let back = match srh {
         Some(srh) => retpath::plan(srh, *client.ip(), &cfg.prefixes, &cfg.layout, cfg.reply.as_ref())?,
         None => None,

@@ -4,6 +4,7 @@ mod agent;
 mod checks;
 mod cli;
 mod explain;
+mod hmac;
 mod policy_file;
 mod preload;
 mod program;
@@ -84,6 +85,9 @@ fn cli_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     if let Some(m) = cli.reply_mss {
         env.insert(reply::ENV_REPLY_MSS, m.to_string());
     }
+    if let Some(k) = &cli.hmac_key {
+        env.insert(policy::ENV_HMAC_KEY, k.id.to_string());
+    }
     if let Some(l) = &cli.log {
         // The program may change directory: give the shim an absolute path.
         let target = if l == "stderr" { l.clone() } else { std::path::absolute(l)?.display().to_string() };
@@ -99,7 +103,8 @@ fn shim_env(cli: HashMap<&'static str, String>, policy: &Policy) -> Result<HashM
     let mut env: HashMap<_, _> = cli
         .into_iter()
         .filter(|(k, _)| {
-            ![policy::ENV_SEGS, policy::ENV_RETURN_PATH, policy::ENV_PROTO, policy::ENV_POLICY].contains(k)
+            ![policy::ENV_SEGS, policy::ENV_RETURN_PATH, policy::ENV_PROTO, policy::ENV_POLICY, policy::ENV_HMAC_KEY]
+                .contains(k)
         })
         .collect();
     env.insert(policy::ENV_COMPILED_POLICY, policy.to_hex()?);
@@ -159,6 +164,9 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 
+    if let Some(key) = &cli.hmac_key {
+        hmac::ensure_key(key).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+    }
     let name = &cli.command[0];
     let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
     program::check_preloadable(&path).map_err(|e| (EXIT_CANNOT_RUN, e))?;

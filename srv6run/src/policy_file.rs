@@ -12,7 +12,8 @@
 //! segments = ["fc00:e1::1", "fc00:e2::1"]   # waypoints in the order they are visited
 //! return-path = "reverse"          # optional: "reverse" (default), "none", or waypoints back, in visit order
 //! tag = 0                          # optional SRH tag
-//! flags = 0                        # optional SRH flags (8 = HMAC, which Linux fills in)
+//! flags = 0                        # optional SRH flags
+//! hmac-key = 7                     # optional: key id of an HMAC TLV the kernel fills in (`ip sr hmac`)
 //! ```
 
 use std::net::Ipv6Addr;
@@ -70,6 +71,7 @@ struct FileRule {
     tag: u16,
     #[serde(default)]
     flags: u8,
+    hmac_key: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -119,7 +121,7 @@ pub fn from_toml(text: &str, origin: &str) -> Result<Policy, PolicyFileError> {
                 port: r.port,
                 name: r.name,
                 proto: r.proto.unwrap_or_default(),
-                path: Path { segments: r.segments, return_path, tag: r.tag, flags: r.flags },
+                path: Path { segments: r.segments, return_path, tag: r.tag, flags: r.flags, hmac_key: r.hmac_key },
                 origin,
             };
             rule.validate()?;

@@ -38,6 +38,7 @@ pub static DUP3: Real = Real::new(b"dup3\0");
 pub static LISTEN: Real = Real::new(b"listen\0");
 pub static ACCEPT: Real = Real::new(b"accept\0");
 pub static ACCEPT4: Real = Real::new(b"accept4\0");
+pub static SETSOCKOPT: Real = Real::new(b"setsockopt\0");
 pub static EXECVE: Real = Real::new(b"execve\0");
 pub static EXECV: Real = Real::new(b"execv\0");
 pub static EXECVP: Real = Real::new(b"execvp\0");
@@ -58,6 +59,7 @@ pub fn resolve_all() {
         &LISTEN,
         &ACCEPT,
         &ACCEPT4,
+        &SETSOCKOPT,
         &EXECVE,
         &EXECV,
         &EXECVP,

@@ -9,6 +9,7 @@
 //! header:  magic "S6PL" (4) | version (1) | fail (1: 0 open, 1 closed) | rule count (u16)
 //! rule:    proto (1: 0 tcp, 1 udp, 2 any) | has port (1: 0 or 1) | port (u16) | dst (16) | prefix length (1)
 //!          | return path (1: 0 reverse, 1 none, 2 explicit) | tag (u16) | SRH flags (1)
+//!          | has HMAC key (1: 0 or 1) | HMAC key id (u32)
 //!          | segment count (1) | return waypoint count (1) | name length (1: 0 no name) | origin length (1)
 //!          | segments (16 each) | return waypoints (16 each) | name | origin
 //! ```
@@ -18,8 +19,9 @@
 use std::net::Ipv6Addr;
 use std::str::FromStr;
 
+use super::hmac;
 use super::prefix::Ipv6Prefix;
-use super::srh::SrhRepr;
+use super::srh::{SrhRepr, FLAG_HMAC};
 use super::tlv::TlvRepr;
 
 /// What to do when a matching path cannot be attached to a socket.
@@ -105,6 +107,8 @@ pub struct Path {
     pub tag: u16,
     /// SRH flags.
     pub flags: u8,
+    /// Key id of an HMAC TLV: the SRH gets the H flag and a zero digest that Linux computes on send.
+    pub hmac_key: Option<u32>,
 }
 
 impl Path {
@@ -127,6 +131,10 @@ impl Path {
         let back: Vec<Ipv6Addr> = self.return_waypoints().rev().collect();
         if !back.is_empty() {
             srh.tlvs.push(TlvRepr::ReturnPath(back));
+        }
+        if let Some(key_id) = self.hmac_key {
+            srh.flags |= FLAG_HMAC;
+            srh.tlvs.push(TlvRepr::Hmac { d_flag: false, key_id, digest: vec![0; hmac::DIGEST_LEN] });
         }
         Ok(srh)
     }
@@ -165,7 +173,7 @@ pub const VERSION: u8 = 1;
 /// Bytes of the header.
 pub const HEADER_LEN: usize = 8;
 /// Bytes of a rule before its variable part.
-pub const RULE_FIXED: usize = 29;
+pub const RULE_FIXED: usize = 34;
 /// Most rules a compiled policy holds.
 pub const MAX_RULES: usize = u16::MAX as usize;
 
@@ -318,6 +326,13 @@ fn read_rule(r: &mut Reader<'_>) -> Result<Rule, CompiledPolicyError> {
     }
     let tag = r.u16()?;
     let flags = r.u8()?;
+    let has_hmac = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err(r.field(1, "HMAC key flag must be 0 or 1")),
+    };
+    let key = r.take(4)?;
+    let hmac_key = has_hmac.then(|| u32::from_be_bytes([key[0], key[1], key[2], key[3]]));
     let (segments, returns, name_len, origin_len) = (r.u8()?, r.u8()?, r.u8()?, r.u8()?);
     if return_kind != 2 && returns != 0 {
         return Err(r.field(3, "return waypoints given for a reverse or empty return path"));
@@ -337,7 +352,7 @@ fn read_rule(r: &mut Reader<'_>) -> Result<Rule, CompiledPolicyError> {
         port: has_port.then_some(port),
         name,
         proto,
-        path: Path { segments, return_path, tag, flags },
+        path: Path { segments, return_path, tag, flags, hmac_key },
     })
 }
 
@@ -384,6 +399,8 @@ impl Policy {
             out.push(kind);
             out.extend_from_slice(&rule.path.tag.to_be_bytes());
             out.push(rule.path.flags);
+            out.push(u8::from(rule.path.hmac_key.is_some()));
+            out.extend_from_slice(&rule.path.hmac_key.unwrap_or(0).to_be_bytes());
             out.push(byte_len(rule.path.segments.len(), &what("waypoints"))?);
             out.push(byte_len(explicit.len(), &what("return waypoints"))?);
             out.push(byte_len(name.len(), &what("name length"))?);
@@ -432,7 +449,13 @@ mod tests {
             port,
             name: name.map(str::to_string),
             proto: Proto::Any,
-            path: Path { segments: vec![a("fc00:e1::1"), a("fc00:e2::1")], return_path, tag: 7, flags: 8 },
+            path: Path {
+                segments: vec![a("fc00:e1::1"), a("fc00:e2::1")],
+                return_path,
+                tag: 7,
+                flags: 8,
+                hmac_key: port.map(u32::from),
+            },
         };
         Policy {
             rules: vec![
