@@ -13,6 +13,7 @@ use libsrv6sock::wire::prefix::Ipv6Prefix;
 use srv6pipes_dns::lookup::{parse_server, Answer, LookupConfig, PathLookup};
 
 mod cli;
+mod update;
 
 use cli::{Cli, Command};
 
@@ -29,32 +30,36 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Record { name, segs, bsid, return_path, covers, priority, ttl } => {
-            let route = match (segs, bsid) {
-                (Some(s), None) => Route::Segments(parse_addrs(&s).map_err(anyhow::Error::msg).context("--segs")?),
-                (None, Some(b)) => Route::Binding(b),
-                _ => bail!("give exactly one of --segs and --bsid"),
-            };
-            let rp: ReturnPath = return_path
-                .as_deref()
-                .unwrap_or(match route {
-                    Route::Segments(_) => "reverse",
-                    Route::Binding(_) => "none",
-                })
-                .parse()
-                .map_err(anyhow::Error::msg)
-                .context("--return-path")?;
-            let return_path = match (rp, &route) {
-                (ReturnPath::None, _) => vec![],
-                (ReturnPath::Explicit(v), _) => v,
-                (ReturnPath::Reverse, Route::Segments(s)) => s.iter().rev().copied().collect(),
-                (ReturnPath::Reverse, Route::Binding(_)) => {
-                    bail!("--return-path reverse makes no sense with --bsid: give none or the waypoints")
-                }
-            };
-            let record = PathRecord { priority, covers, route, return_path };
+        Command::Record { name, path, ttl } => {
+            let record = path_record(path)?;
             println!("{}", zone_line(&name, ttl, &record)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Update { name, zone, server, key_file, path, ttl, add, withdraw, timeout } => {
+            let change = if withdraw {
+                update::Change::Withdraw
+            } else {
+                let record = path_record(path)?;
+                if add {
+                    update::Change::Add(record)
+                } else {
+                    update::Change::Publish(record)
+                }
+            };
+            let server = parse_server(&server).map_err(anyhow::Error::msg).context("--server")?;
+            let text = std::fs::read_to_string(&key_file)
+                .with_context(|| format!("reading the key file {}", key_file.display()))?;
+            let key = update::Key::parse(&text).with_context(|| format!("key file {}", key_file.display()))?;
+            let msg = update::message(&zone, &name, ttl, &change)?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            match rt.block_on(update::send(server, key, msg, timeout)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(e @ (update::UpdateError::Refused { .. } | update::UpdateError::KeyRefused { .. })) => {
+                    eprintln!("srv6path: {e}");
+                    Ok(ExitCode::from(1))
+                }
+                Err(e) => Err(e.into()),
+            }
         }
         Command::Agent { socket, server, timeout } => {
             let server =
@@ -87,6 +92,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if bad { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
     }
+}
+
+/// The path record the options describe (`record` and `update`).
+fn path_record(cli::PathArgs { segs, bsid, return_path, covers, priority }: cli::PathArgs) -> Result<PathRecord> {
+    let route = match (segs, bsid) {
+        (Some(s), None) => Route::Segments(parse_addrs(&s).map_err(anyhow::Error::msg).context("--segs")?),
+        (None, Some(b)) => Route::Binding(b),
+        _ => bail!("give exactly one of --segs and --bsid"),
+    };
+    let rp: ReturnPath = return_path
+        .as_deref()
+        .unwrap_or(match route {
+            Route::Segments(_) => "reverse",
+            Route::Binding(_) => "none",
+        })
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .context("--return-path")?;
+    let return_path = match (rp, &route) {
+        (ReturnPath::None, _) => vec![],
+        (ReturnPath::Explicit(v), _) => v,
+        (ReturnPath::Reverse, Route::Segments(s)) => s.iter().rev().copied().collect(),
+        (ReturnPath::Reverse, Route::Binding(_)) => {
+            bail!("--return-path reverse makes no sense with --bsid: give none or the waypoints")
+        }
+    };
+    Ok(PathRecord { priority, covers, route, return_path })
 }
 
 /// `NAME [TTL] IN TYPE65300 \# LEN HEX`, RFC 3597's generic syntax that any DNS server loads unchanged.

@@ -36,10 +36,13 @@ pub struct Allow {
 #[serde(deny_unknown_fields)]
 pub struct SidRule {
     /// The SIDs it covers.
+    #[serde(deserialize_with = "crate::prefixes::one")]
     pub sids: Ipv6Prefix,
     /// Client prefixes allowed to use them (default: the proxy's list).
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub allow_clients: Option<Vec<Ipv6Prefix>>,
     /// Next-segment or destination prefixes allowed after them (default: the proxy's list).
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub allow_next: Option<Vec<Ipv6Prefix>>,
 }
 

@@ -233,6 +233,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// As `--prefix`.
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub prefixes: Option<Vec<Ipv6Prefix>>,
     /// As `--port`.
     pub port: Option<u16>,
@@ -293,10 +294,13 @@ pub struct FileConfig {
     /// As `--reply-mss`.
     pub reply_mss: Option<u16>,
     /// As `--reply-allow`.
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub reply_allow: Option<Vec<Ipv6Prefix>>,
     /// As `--allow-clients`.
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub allow_clients: Option<Vec<Ipv6Prefix>>,
     /// As `--allow-next`.
+    #[serde(default, deserialize_with = "crate::prefixes::list")]
     pub allow_next: Option<Vec<Ipv6Prefix>>,
     /// As `--require-hmac`.
     pub require_hmac: Option<PathBuf>,

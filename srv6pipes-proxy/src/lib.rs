@@ -10,8 +10,8 @@
 //! * [`control`]: the control socket's server (protocol of `srv6pipes_api::control`); [`stats`]: flow table
 //!   and counters.
 //! * [`replysteer`]: with `--reply-path`, the kernel's per-flow reply steering on the ingress devices.
-//! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets;
-//!   [`timeouts`]: bounds on flows that make no progress.
+//! * [`config`]: flags over a TOML file over defaults ([`prefixes`]: prefixes in it); [`timewait`]: removal of
+//!   our TIME_WAIT sockets; [`timeouts`]: bounds on flows that make no progress.
 //! * [`proxy`]: workers and the process lifecycle (signals, stop, drain, takeover, teardown);
 //!   [`lifecycle`]: the phase shared with workers and flows, admission and limits; [`state`]: the state
 //!   file of the installed datapath (crash recovery, takeover); [`metrics`]: the Prometheus endpoint.
@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod module;
 pub mod namespace;
 pub mod ownership;
+pub mod prefixes;
 pub mod proxy;
 pub mod relay;
 pub mod replysteer;

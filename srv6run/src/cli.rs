@@ -84,13 +84,14 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 500, requires = "dns_paths")]
     pub dns_timeout: u64,
 
-    /// The shim to preload. Default: libsrv6sock.so next to srv6run, then ../lib/srv6pipes/ beside it,
-    /// then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
+    /// The shim to preload (another library is refused). Default: libsrv6sock.so next to srv6run, then
+    /// ../lib/srv6pipes/ beside it, then /usr/local/lib/srv6pipes/ and /usr/lib/srv6pipes/.
     #[arg(long, value_name = "PATH", env = "SRV6RUN_PRELOAD")]
     pub preload: Option<PathBuf>,
 
     /// Do not run PROGRAM: print the rules and the path each destination named in its arguments (URLs,
-    /// [addr]:port, addresses, host names) would get.
+    /// [addr]:port, addresses, host names) would get, then check what the run would meet (the program, a route
+    /// to each path's first waypoint, the MTU left, seg6_enabled) and say which check would fail.
     #[arg(short, long)]
     pub explain: bool,
 
@@ -99,7 +100,7 @@ pub struct Cli {
     pub json: bool,
 
     /// The program to run and its arguments.
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "PROGRAM")]
+    #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
     pub command: Vec<String>,
 }
 

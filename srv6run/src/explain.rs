@@ -147,6 +147,22 @@ pub fn explain(policy: &Policy, preload: &str, args: &[String], dns: Option<&Dns
     })
 }
 
+/// The paths DNS gave the destinations of an explanation: (label, first waypoint, SRH bytes, whether it has
+/// a return path), for [`crate::checks`].
+pub fn dns_paths(e: &Value) -> Vec<(String, Ipv6Addr, usize, bool)> {
+    let dests = e["destinations"].as_array().into_iter().flatten();
+    dests
+        .filter(|d| d["rule"] == "dns")
+        .filter_map(|d| {
+            let srh = &d["srh"];
+            // SRH order: the first waypoint visited is the last segment.
+            let first = srh["segments"].as_array()?.last()?.as_str()?.parse().ok()?;
+            let label = format!("DNS path of {}", d["host"].as_str().unwrap_or(""));
+            Some((label, first, srh["bytes"].as_u64()? as usize, !srh["return_path_tlv"].is_null()))
+        })
+        .collect()
+}
+
 fn list(v: &Value) -> String {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", ")).unwrap_or_default()
 }
@@ -217,6 +233,18 @@ pub fn to_text(e: &Value) -> String {
             );
         }
     }
+    let checks = e["checks"].as_array().cloned().unwrap_or_default();
+    if !checks.is_empty() {
+        out.push_str("checks (what the run would meet):\n");
+    }
+    for c in &checks {
+        let status = match c["status"].as_str() {
+            Some("fail") => "WOULD FAIL",
+            Some("warning") => "warning",
+            _ => "ok",
+        };
+        out += &format!("  {status}: {}: {}\n", c["check"].as_str().unwrap_or(""), c["detail"].as_str().unwrap_or(""));
+    }
     out
 }
 
@@ -244,9 +272,11 @@ mod tests {
 
     #[test]
     fn explains_the_shims_decision() {
-        let policy =
-            Policy::from_toml("[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n", "p.toml")
-                .unwrap();
+        let policy = crate::policy_file::from_toml(
+            "[[rule]]\ndst = \"fc00:4::/64\"\nport = 80\nsegments = [\"fc00:e1::1\"]\n",
+            "p.toml",
+        )
+        .unwrap();
         let e =
             explain(&policy, "/x/libsrv6sock.so", &["http://[fc00:4::2]/".into(), "http://[fc00:5::2]/".into()], None);
         assert_eq!(e["destinations"][0]["rule"], "p.toml rule #1");

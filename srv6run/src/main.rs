@@ -1,9 +1,11 @@
 //! srv6run: run a program with libsrv6sock.so preloaded so that its sockets follow an SRv6 steering policy.
 
 mod agent;
+mod checks;
 mod cli;
 mod explain;
 mod hmac;
+mod policy_file;
 mod preload;
 mod program;
 
@@ -29,7 +31,7 @@ const EXIT_CANNOT_RUN: u8 = 126;
 const EXIT_NOT_FOUND: u8 = 127;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| usage_error(e));
     match run(cli) {
         Ok(code) => code,
         Err((code, e)) => {
@@ -39,8 +41,24 @@ fn main() -> ExitCode {
     }
 }
 
-/// The `SRV6_*` variables the program gets: the command line's, else what srv6run inherited.
-fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
+/// Exit on a command-line error; an unknown option is said plainly, with the option clap finds closest.
+fn usage_error(e: clap::Error) -> ! {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() == ErrorKind::UnknownArgument {
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            let hint = match e.get(ContextKind::SuggestedArg) {
+                Some(ContextValue::String(s)) => format!("; did you mean {s}?"),
+                _ => String::new(),
+            };
+            eprintln!("srv6run: unknown option {arg}{hint} (srv6run's options go before PROGRAM; see srv6run --help)");
+            std::process::exit(EXIT_USAGE.into());
+        }
+    }
+    e.exit()
+}
+
+/// The `SRV6_*` settings of the command line, as the variables they override.
+fn cli_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     let mut env = HashMap::new();
     if let Some(s) = &cli.segs {
         env.insert(policy::ENV_SEGS, s.clone());
@@ -78,6 +96,24 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     Ok(env)
 }
 
+/// The variables the program gets: the whole policy compiled (the shim reads no policy file: it has no TOML
+/// parser), the failure policy again (what the shim does if it cannot use the compiled policy), the reply and
+/// log settings.
+fn shim_env(cli: HashMap<&'static str, String>, policy: &Policy) -> Result<HashMap<&'static str, String>> {
+    let mut env: HashMap<_, _> = cli
+        .into_iter()
+        .filter(|(k, _)| {
+            ![policy::ENV_SEGS, policy::ENV_RETURN_PATH, policy::ENV_PROTO, policy::ENV_POLICY, policy::ENV_HMAC_KEY]
+                .contains(k)
+        })
+        .collect();
+    env.insert(policy::ENV_COMPILED_POLICY, policy.to_hex()?);
+    if policy.fail == FailMode::Closed {
+        env.insert(policy::ENV_FAIL, "closed".to_string());
+    }
+    Ok(env)
+}
+
 /// The agent's resolver settings: its DNS queries time out before the shim stops waiting for it, so that a
 /// slow server gives the shim an answer ("lookup failed") rather than a timeout.
 fn dns_config(cli: &Cli) -> Result<LookupConfig> {
@@ -106,16 +142,17 @@ fn explain_lookups(cli: &Cli) -> Result<explain::DnsAnswers> {
 
 fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let usage = |e: anyhow::Error| (EXIT_USAGE, e);
-    let env = shim_env(&cli).map_err(usage)?;
-    let lookup = |k: &str| env.get(k).cloned().or_else(|| std::env::var(k).ok());
-    // Parse exactly what the shim will parse, so mistakes show here and not inside the program.
-    let policy = Policy::from_env(lookup).map_err(|e| usage(e.into()))?;
+    let options = cli_env(&cli).map_err(usage)?;
+    let lookup = |k: &str| options.get(k).cloned().or_else(|| std::env::var(k).ok());
+    let policy = policy_file::load(lookup).map_err(|e| usage(e.into()))?;
     let replies = ReplyPolicy::from_env(lookup).map_err(|e| usage(e.into()))?;
+    let env = shim_env(options, &policy).map_err(usage)?;
     let preload = preload::find(cli.preload.as_deref()).map_err(usage)?;
 
     if cli.explain {
         let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
-        let e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
+        let mut e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
+        e["checks"] = checks::all(&cli.command[0], &policy, &explain::dns_paths(&e), cli.reply_path);
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
         } else {

@@ -3,17 +3,20 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use libsrv6sock::elf::{self, SHIM_MARKER_PREFIX, SHIM_SECTION};
 
 /// The shim's file name.
 pub const SHIM: &str = "libsrv6sock.so";
 /// Installed locations searched after the ones beside srv6run.
 const SYSTEM_DIRS: [&str; 2] = ["/usr/local/lib/srv6pipes", "/usr/lib/srv6pipes"];
 
-/// The shim to preload: `explicit` (which must exist), else beside srv6run, `../lib/srv6pipes/`, then the
-/// system directories. Returned absolute, as the loader needs.
+/// The shim to preload: `explicit` (which must exist and be the shim of this version), else beside srv6run,
+/// `../lib/srv6pipes/`, then the system directories. Returned absolute, as the loader needs.
 pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
-        return p.canonicalize().with_context(|| format!("preload library {}", p.display()));
+        let path = p.canonicalize().with_context(|| format!("preload library {}", p.display()))?;
+        check_shim(&path)?;
+        return Ok(path);
     }
     let exe_dir = std::env::current_exe()
         .ok()
@@ -30,6 +33,28 @@ pub fn find(explicit: Option<&Path>) -> Result<PathBuf> {
         None => bail!(
             "cannot find {SHIM}; looked in: {}. Build it (cargo build -p srv6sock-preload) or pass --preload PATH",
             candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Refuse a library that is not `libsrv6sock.so` of srv6run's own version (its marker section says which):
+/// another library would leave the program unsteered without a word, an older shim would misread the
+/// compiled policy.
+pub fn check_shim(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("preload library {}", path.display()))?;
+    let want = format!("{SHIM_MARKER_PREFIX}{}", env!("CARGO_PKG_VERSION"));
+    match elf::section(&bytes, SHIM_SECTION) {
+        Some(marker) if marker == want.as_bytes() => Ok(()),
+        Some(marker) => bail!(
+            "--preload {}: it is {:?}, srv6run is version {}: use the libsrv6sock.so built with this srv6run",
+            path.display(),
+            String::from_utf8_lossy(marker),
+            env!("CARGO_PKG_VERSION")
+        ),
+        None => bail!(
+            "--preload {}: not libsrv6sock.so (no {SHIM_SECTION} section): the program would run unsteered. \
+             Give the shim's path, or leave --preload out to use the one beside srv6run",
+            path.display()
         ),
     }
 }

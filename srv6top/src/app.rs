@@ -297,8 +297,8 @@ impl App {
 mod tests {
     use super::*;
     use crate::flows::tests::tcp;
-    use libsrv6sock::capture::{tcp_flags, Frame};
     use libsrv6sock::wire::sid::SidLayout;
+    use srv6pipes_capture::{tcp_flags, Frame};
 
     fn app() -> App {
         let mut table = FlowTable::new(100);

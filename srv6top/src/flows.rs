@@ -7,9 +7,9 @@ use std::fmt;
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use libsrv6sock::capture::{tcp_flags, CapturedSrh, Frame, Packet, Transport};
 use libsrv6sock::wire::srh::SrhRepr;
 use serde::Serialize;
+use srv6pipes_capture::{tcp_flags, CapturedSrh, Frame, Packet, Transport};
 
 /// Packets kept for the packet list.
 pub const PACKET_HISTORY: usize = 2000;
@@ -465,8 +465,8 @@ impl FlowTable {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use libsrv6sock::capture::Tcp;
     use libsrv6sock::wire::tlv::TlvRepr;
+    use srv6pipes_capture::Tcp;
 
     pub fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()
@@ -617,10 +617,8 @@ pub(crate) mod tests {
         let mut t = FlowTable::new(10);
         let mut p = tcp(1, "fc00::1", 1, "fc00::2", 2, SYN, 0);
         p.transport = None;
-        p.malformed = Some(libsrv6sock::capture::DecodeError::Srh {
-            offset: 40,
-            source: libsrv6sock::wire::Error::RoutingType(9),
-        });
+        p.malformed =
+            Some(srv6pipes_capture::DecodeError::Srh { offset: 40, source: libsrv6sock::wire::Error::RoutingType(9) });
         t.observe(Frame::Ipv6(p));
         assert_eq!((t.totals().malformed, t.len()), (1, 0));
         assert!(t.packets()[0].malformed.as_deref().unwrap().contains("SRH at byte 40"));

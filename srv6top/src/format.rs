@@ -4,9 +4,9 @@
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
-use libsrv6sock::capture::tcp_flags;
 use libsrv6sock::wire::srh::SrhRepr;
 use libsrv6sock::wire::tlv::TlvRepr;
+use srv6pipes_capture::tcp_flags;
 
 use crate::flows::Endpoint;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use libsrv6sock::capture::{decode_packet, Frame, LinkType, PcapFile};
+use srv6pipes_capture::{decode_packet, Frame, LinkType, PcapFile};
 
 /// Frames handed over at once: one channel operation per batch, not per packet.
 const BATCH: usize = 512;
@@ -123,7 +123,7 @@ pub enum SourceError {
     WriteSeveral,
     /// The capture file.
     #[error(transparent)]
-    File(#[from] libsrv6sock::capture::CaptureError),
+    File(#[from] srv6pipes_capture::CaptureError),
 }
 
 /// Read `path` in a thread; the file is never sampled: the thread waits when the monitor is busy.

@@ -368,10 +368,10 @@ mod tests {
     use crate::flows::FlowTable;
     use crate::functions::Functions;
     use crate::proxies::{Proxies, ProxyState};
-    use libsrv6sock::capture::{tcp_flags, DecodeError, Frame};
     use libsrv6sock::wire::sid::SidLayout;
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
+    use srv6pipes_capture::{tcp_flags, DecodeError, Frame};
 
     const SEGS: [&str; 3] = ["fc00:4::2", "fc00:f2::2:0:5a", "fc00:f1::2:0:5a"];
     const RP: [&str; 2] = ["fc00:f1::2:0:5a", "fc00:f2::2:0:5a"];

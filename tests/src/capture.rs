@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::process::{wait_until, Proc};
 use crate::Net;
-use libsrv6sock::capture::{read_pcap, Packet};
+use srv6pipes_capture::{read_pcap, Packet};
 
 /// Capture ring size (KiB).
 const RING_KIB: &str = "32768";

@@ -32,30 +32,53 @@ impl Bind {
     /// (matched in order), without recursion. Returns once it answers the zone's SOA on `addr`.
     pub fn start(net: &Net, host: &str, addr: std::net::Ipv6Addr, zone: &str, views: &[View<'_>]) -> Result<Bind> {
         let dir = net.path(&format!("named-{host}"));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let d = dir.display();
-        let mut conf = format!(
-            "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on-v6 {{ any; }}; listen-on {{ none; }};\n  recursion no; dnssec-validation no; querylog yes; }};\n"
-        );
+        let mut files = Vec::new();
+        let mut conf = String::new();
         for v in views {
             let file = dir.join(format!("{}.zone", v.name));
-            std::fs::write(&file, &v.zone).with_context(|| format!("writing {}", file.display()))?;
             conf += &format!(
                 "view \"{}\" {{ match-clients {{ {} }}; zone \"{zone}\" {{ type primary; file \"{}\"; }}; }};\n",
                 v.name,
                 v.match_clients,
                 file.display()
             );
+            files.push((file, v.zone.clone()));
+        }
+        Bind::start_with(net, host, &dir, addr, zone, "", &conf, &files)
+    }
+
+    /// Start named in `host` with its files in `dir` (created), `options` added to the test's (no recursion,
+    /// query log) and `conf` (keys, zones, views) after them, having written `files` (path, text) first;
+    /// returns once it answers `zone`'s SOA on `addr`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_with(
+        net: &Net,
+        host: &str,
+        dir: &std::path::Path,
+        addr: std::net::Ipv6Addr,
+        zone: &str,
+        options: &str,
+        conf: &str,
+        files: &[(std::path::PathBuf, String)],
+    ) -> Result<Bind> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let d = dir.display();
+        let mut text = format!(
+            "options {{ directory \"{d}\"; pid-file \"{d}/named.pid\"; listen-on-v6 {{ any; }}; listen-on {{ none; }};\n  recursion no; dnssec-validation no; querylog yes; {options} }};\n{conf}"
+        );
+        text.push('\n');
+        for (path, content) in files {
+            std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
         }
         let conf_path = dir.join("named.conf");
-        std::fs::write(&conf_path, conf).with_context(|| format!("writing {}", conf_path.display()))?;
+        std::fs::write(&conf_path, text).with_context(|| format!("writing {}", conf_path.display()))?;
         let mut proc = net.cmd(host, [NAMED, "-u", "root", "-g", "-c"]).arg(&conf_path).spawn()?;
         let server = format!("@{addr}");
         proc.wait_until(&format!("named in {host} to answer for {zone}"), START_TIMEOUT, |_| {
             let out = net.cmd(host, ["dig", "+short", "+time=1", "+tries=1", &server, zone, "SOA"]).output()?;
             Ok(!out.stdout.trim().is_empty())
         })?;
-        Ok(Bind { proc, dir })
+        Ok(Bind { proc, dir: dir.to_path_buf() })
     }
 
     /// Replace view `view`'s zone file with `zone` and make named load it (SIGHUP). It answers from the new

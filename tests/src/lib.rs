@@ -7,7 +7,7 @@
 //! * [`process`]: [`Cmd`] runs a program (in a namespace) with a timeout; [`Proc`] is a background program
 //!   killed on drop.
 //! * [`capture`]: tcpdump in a namespace, started for real before the test goes on.
-//! * [`oracle`]: tshark and scapy decoding the same file as `libsrv6sock::capture`; [`oracle::cross_check`]
+//! * [`oracle`]: tshark and scapy decoding the same file as `srv6pipes_capture`; [`oracle::cross_check`]
 //!   requires agreement.
 //! * [`dns`]: a real BIND 9 (`named`) with views, authoritative for a test zone.
 //! * [`http`]: nginx serving random files, an upload sink answering the sha256 of uploads.

@@ -1,4 +1,4 @@
-//! Independent decoders of the same pcap file, to check ours (`libsrv6sock::capture`) against:
+//! Independent decoders of the same pcap file, to check ours (`srv6pipes_capture`) against:
 //! tshark (SRH fields, not TLVs; also TCP checksum validation) and scapy (SRH and TLVs, through
 //! `tests/scripts/pcap_json.py`). [`cross_check`] runs all three and requires them to agree field by field.
 
@@ -10,8 +10,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::process::Cmd;
-use libsrv6sock::capture::{read_pcap, Packet};
 use libsrv6sock::wire::tlv::TlvRepr;
+use srv6pipes_capture::{read_pcap, Packet};
 
 /// Decoding a capture of a few thousand packets takes tshark/scapy a few seconds.
 const DECODE_TIMEOUT: Duration = Duration::from_secs(120);

@@ -10,8 +10,8 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use serde_json::Value;
+use srv6pipes_capture::{read_pcap, tcp_flags as flags, Packet};
 use srv6pipes_tests::dns::{zone_file, Bind, View};
 use srv6pipes_tests::http::HttpServer;
 use srv6pipes_tests::{binaries, with_net, Capture, Net, Output};

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{read_pcap, tcp_flags, Packet};
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{DrainReply, LoadReply, UnloadReply};
+use srv6pipes_capture::{read_pcap, tcp_flags, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::proxy::{snapshot, Proxy};
 use srv6pipes_tests::{binaries, wait_until, with_net, Net};

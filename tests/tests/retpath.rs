@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{read_pcap, Packet};
+use srv6pipes_capture::{read_pcap, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::proxy::Proxy;
 use srv6pipes_tests::reply::ReplyDaemon;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use serde_json::Value;
+use srv6pipes_capture::{read_pcap, tcp_flags as flags, Packet};
 use srv6pipes_tests::http::HttpServer;
 use srv6pipes_tests::{binaries, with_net, Net};
 
@@ -648,7 +648,7 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 6] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 13] = [
+const HOOKS: [&str; 17] = [
     "accept",
     "accept4",
     "close",
@@ -656,6 +656,10 @@ const HOOKS: [&str; 13] = [
     "dup",
     "dup2",
     "dup3",
+    "execv",
+    "execve",
+    "execvp",
+    "execvpe",
     "getaddrinfo",
     "listen",
     "sendmsg",
@@ -663,8 +667,10 @@ const HOOKS: [&str; 13] = [
     "setsockopt",
     "socket",
 ];
-/// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
-const FORBIDDEN_CRATES: [&str; 5] = ["hickory", "ratatui", "pcap", "tokio", "etherparse"];
+/// Crates the shim must never contain: they bring threads, sockets or heavy state into every program, or
+/// parse TOML in it (srv6run compiles the policy for the shim).
+const FORBIDDEN_CRATES: [&str; 9] =
+    ["hickory", "ratatui", "pcap", "tokio", "etherparse", "toml", "serde", "winnow", "srv6pipes_capture"];
 
 fn tool(argv: &[&str], file: &Path) -> Result<String> {
     let out = std::process::Command::new(argv[0]).args(&argv[1..]).arg(file).output().context(argv[0].to_string())?;
@@ -719,6 +725,94 @@ fn shim_is_built_to_unwind() -> Result<()> {
     ensure!(symbols.contains(" panic_unwind::"), "libsrv6sock.so lacks the unwinding panic runtime");
     ensure!(!symbols.contains(" panic_abort::"), "libsrv6sock.so is built with panic = \"abort\"");
     Ok(())
+}
+
+/// `cargo tree` of the shim as `cargo build ARGS` would build it: every crate with its features, one a line.
+fn shim_tree(args: &[&str]) -> Result<std::collections::BTreeSet<String>> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let out = std::process::Command::new(env!("CARGO"))
+        .args([
+            "tree",
+            "--offline",
+            "--no-dedupe",
+            "-e",
+            "normal,build,no-proc-macro",
+            "--prefix",
+            "depth",
+            "-f",
+            "{p} [{f}]",
+        ])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .args(args)
+        .output()?;
+    ensure!(out.status.success(), "cargo tree {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    // `--workspace` prints every member's tree, each from depth 0: keep the shim's.
+    let text = String::from_utf8(out.stdout)?;
+    let mut in_shim = false;
+    let mut lines = std::collections::BTreeSet::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with('0') {
+            in_shim = line.starts_with("0srv6sock-preload ");
+        }
+        if in_shim {
+            lines.insert(line.trim_start_matches(|c: char| c.is_ascii_digit()).to_string());
+        }
+    }
+    ensure!(!lines.is_empty(), "cargo tree {args:?} lists the shim");
+    Ok(lines)
+}
+
+/// Cargo unifies features across the packages of one build: the shim must be built from the same crates with
+/// the same features whether it is built alone or with the whole workspace (which also builds the TOML
+/// parser, pcap, tokio, …), so that the same sources give the same library.
+#[test]
+fn shim_is_built_from_the_same_crates_and_features_alone_or_in_the_workspace() -> Result<()> {
+    let alone = shim_tree(&["-p", "srv6sock-preload"])?;
+    let workspace = shim_tree(&["--workspace"])?;
+    ensure!(alone == workspace, "the shim alone: {alone:#?}\nin the workspace: {workspace:#?}");
+    let names: Vec<&str> = alone.iter().filter_map(|l| l.split(' ').next()).collect();
+    ensure!(names.contains(&"libsrv6sock") && names.contains(&"libc"), "the tree lists the shim's crates: {names:?}");
+    let heavy: Vec<_> = names.iter().filter(|n| FORBIDDEN_CRATES.iter().any(|f| n.starts_with(f))).collect();
+    ensure!(heavy.is_empty(), "the shim depends on {heavy:?}");
+    Ok(())
+}
+
+/// A steered shell starts a statically linked program (busybox), which the preload cannot reach: the decision
+/// log says so at its exec; with `--fail closed` the exec fails with EACCES (the shell says "Permission
+/// denied", status 126), with `open` it runs, unsteered.
+#[test]
+fn static_child_of_a_steered_program_is_logged_and_refused_when_closed() {
+    with_net("steering", "static-child", |net| {
+        let env = Env::start(net)?;
+        let script = format!("busybox wget -q -O /dev/null http://[{}]:{PORT}/{SMALL}; echo wget=$?", env.service);
+        for (fail, status, action) in [("open", "wget=0", "unsteered"), ("closed", "wget=126", "refused")] {
+            let log = net.path(&format!("static-child-{fail}.jsonl"));
+            let argv = env.srv6run(
+                &["--segs", &env.segs(), "--fail", fail, "--log", log.to_str().context("path")?],
+                &["sh", "-c", &script],
+            );
+            let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).output()?;
+            ensure!(out.stdout.trim() == status, "--fail {fail}: {status}: {out}");
+            let events = log_events(&log)?;
+            let execs: Vec<&Value> = events
+                .iter()
+                .filter(|e| e["event"] == "execve" && e["path"].as_str().is_some_and(|p| p.ends_with("/busybox")))
+                .collect();
+            ensure!(!execs.is_empty(), "--fail {fail}: the exec of busybox is logged: {events:?}");
+            for e in &execs {
+                ensure!(
+                    e["action"] == action && e["reason"].as_str().is_some_and(|r| r.contains("statically linked")),
+                    "--fail {fail}: {e}"
+                );
+            }
+            if fail == "closed" {
+                ensure!(out.stderr.contains("Permission denied"), "the shell says why: {out}");
+                ensure!(execs.iter().all(|e| e["errno"] == libc::EACCES), "logged with its errno: {execs:?}");
+            }
+        }
+        Ok(())
+    });
 }
 
 /// Connect, start a child whose standard error is /dev/null (Python's subprocess makes it with vfork(), and

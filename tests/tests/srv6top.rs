@@ -232,9 +232,9 @@ fn recorded_chain_traffic_decodes_as_scapy_decodes_it() {
         let on_client = net.capture("client", "eth0")?;
         let between = net.capture("p1", "eth1")?;
         curl(net, "1m.bin", &[])?.timeout(T).run()?;
-        let fin = |p: &[libsrv6sock::capture::Packet]| {
+        let fin = |p: &[srv6pipes_capture::Packet]| {
             p.iter().any(|p| {
-                p.has_flags(libsrv6sock::capture::tcp_flags::FIN) && p.tcp().is_some_and(|t| t.src_port == HTTP_PORT)
+                p.has_flags(srv6pipes_capture::tcp_flags::FIN) && p.tcp().is_some_and(|t| t.src_port == HTTP_PORT)
             })
         };
         on_client.wait_for("the server's FIN", T, fin)?;

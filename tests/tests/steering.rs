@@ -8,9 +8,9 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{tcp_flags as flags, Packet};
 use libsrv6sock::wire::tlv::TYPE_RETURN_PATH;
 use serde_json::Value;
+use srv6pipes_capture::{tcp_flags as flags, Packet};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
 use srv6pipes_tests::{binaries, oracle, with_net, Net};
 
@@ -140,7 +140,7 @@ fn srv6run_steers_curl_through_r2_and_plain_curl_does_not() {
         let on_r2 = net.capture("r2", "eth0")?;
         s.download_steered(&["--segs", &s.segs()])?;
         on_r2.wait_for("the steered flow's FIN", SETTLE_TIMEOUT, s.fin_seen(s.client_steered))?;
-        let packets = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
+        let packets = srv6pipes_capture::read_pcap(&on_r2.stop()?)?;
         let steered = s.forward(&packets, s.client_steered);
         assert_complete(&steered, "r2, steered download")?;
         // The server saw the client's own address (End routers do not touch the source).
@@ -157,11 +157,11 @@ fn srv6run_steers_curl_through_r2_and_plain_curl_does_not() {
         let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {}", s.client_direct))?;
         s.download_plain()?;
         direct.wait_for("the plain flow's FIN", SETTLE_TIMEOUT, s.fin_seen(s.client_direct))?;
-        let direct = libsrv6sock::capture::read_pcap(&direct.stop()?)?;
+        let direct = srv6pipes_capture::read_pcap(&direct.stop()?)?;
         let plain = s.forward(&direct, s.client_direct);
         assert_complete(&plain, "direct link, plain download")?;
         ensure!(plain.iter().all(|p| p.srh.is_none()), "a plain packet carries an SRH");
-        let r2 = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
+        let r2 = srv6pipes_capture::read_pcap(&on_r2.stop()?)?;
         let crossed: Vec<_> = r2.iter().filter(|p| p.tcp().is_some()).collect();
         ensure!(crossed.is_empty(), "plain download crossed r2: {crossed:#?}");
         Ok(())
@@ -266,7 +266,7 @@ fn srv6run_uploads_through_the_path() {
             p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp().is_some_and(|t| t.dst_port == UPLOAD_PORT))
         };
         on_r2.wait_for("the upload's FIN", SETTLE_TIMEOUT, fin)?;
-        let packets = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
+        let packets = srv6pipes_capture::read_pcap(&on_r2.stop()?)?;
         let upload: Vec<&Packet> =
             packets.iter().filter(|p| p.tcp().is_some_and(|t| t.dst_port == UPLOAD_PORT)).collect();
         assert_complete(&upload, "r2, upload")?;

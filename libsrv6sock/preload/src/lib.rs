@@ -17,13 +17,16 @@
 //! * paths from DNS come from the resolver agent ([`agent`], asked inside `getaddrinfo()`, and inside
 //!   `connect()` when a path's TTL ran out, with a bounded timeout and stack buffers) and are kept per
 //!   (name, address) in a lock-free table allocated once ([`learned`]) that `connect()` reads; the shim has
-//!   no DNS code.
+//!   no DNS code;
+//! * `execve()`/`execv()`/`execvp()`/`execvpe()` look at the program first ([`exec`]): one the preload cannot
+//!   reach (static, setuid) is logged, and refused under `SRV6_FAIL=closed`.
 
 // catch_unwind is what keeps a bug in the shim from killing the host; with panic=abort it catches nothing.
 #[cfg(panic = "abort")]
 compile_error!("libsrv6sock.so must be built with panic = \"unwind\": an abort would kill the host program");
 
 mod agent;
+mod exec;
 mod fds;
 mod hooks;
 mod learned;
@@ -34,8 +37,28 @@ mod real;
 mod serve;
 mod state;
 
+/// What the marker section holds: `srv6run --preload` accepts a library only with this section and this
+/// version (the compiled policy's encoding is the same build's).
+const MARKER_TEXT: &str = concat!("libsrv6sock.so ", env!("CARGO_PKG_VERSION"));
+
+/// The marker, in its own section ([`libsrv6sock::elf::SHIM_SECTION`]).
+#[used]
+#[link_section = ".srv6pipes_shim"]
+static MARKER: [u8; MARKER_TEXT.len()] = {
+    let mut out = [0; MARKER_TEXT.len()];
+    let text = MARKER_TEXT.as_bytes();
+    let mut i = 0;
+    while i < text.len() {
+        out[i] = text[i];
+        i += 1;
+    }
+    out
+};
+
 /// Runs when the library is loaded, before `main()`.
 extern "C" fn init() {
+    // Referenced, so that the linker's garbage collection of sections keeps the marker.
+    std::hint::black_box(&MARKER);
     // A panic here leaves the state unset: every hook then passes its call through.
     let _ = std::panic::catch_unwind(|| {
         // std's default hook would print to standard error, which may be a broken pipe, or closed and soon

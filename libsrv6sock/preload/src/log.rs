@@ -401,3 +401,17 @@ pub fn reply(peer: Ipv6Addr, port: u16, what: Reply<'_>) {
         }
     });
 }
+
+/// Log a program the preload cannot follow into (`reason`) that this one executes; `refused`: the exec failed
+/// with that errno (`SRV6_FAIL=closed`), else it runs unsteered.
+pub fn exec(call: &str, path: &str, reason: &str, refused: Option<i32>) {
+    emit(|l| {
+        write!(l, "\"event\":\"{call}\",\"path\":\"{}\",\"reason\":\"{reason}\",", Json(path))?;
+        match refused {
+            Some(e) => {
+                write!(l, "\"action\":\"refused\",\"errno\":{e},\"error\":\"{}\"}}", Json(strerror(e, &mut [0; 128])))
+            }
+            None => l.write_str("\"action\":\"unsteered\"}"),
+        }
+    });
+}

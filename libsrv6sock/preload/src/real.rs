@@ -39,6 +39,10 @@ pub static LISTEN: Real = Real::new(b"listen\0");
 pub static ACCEPT: Real = Real::new(b"accept\0");
 pub static ACCEPT4: Real = Real::new(b"accept4\0");
 pub static SETSOCKOPT: Real = Real::new(b"setsockopt\0");
+pub static EXECVE: Real = Real::new(b"execve\0");
+pub static EXECV: Real = Real::new(b"execv\0");
+pub static EXECVP: Real = Real::new(b"execvp\0");
+pub static EXECVPE: Real = Real::new(b"execvpe\0");
 
 /// Resolve every symbol now, in the constructor, so hooks normally never call `dlsym`.
 pub fn resolve_all() {
@@ -56,6 +60,10 @@ pub fn resolve_all() {
         &ACCEPT,
         &ACCEPT4,
         &SETSOCKOPT,
+        &EXECVE,
+        &EXECV,
+        &EXECVP,
+        &EXECVPE,
     ] {
         r.get();
     }

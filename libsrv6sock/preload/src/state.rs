@@ -119,7 +119,7 @@ pub fn init() {
         }
     }
     let reply = ReplyPolicy::from_env(env).map_err(|e| error_chain(&e));
-    let built = Policy::from_env(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?, agent_addr(&env)?));
+    let built = Policy::for_shim(env).map_err(|e| error_chain(&e)).and_then(|p| build(p, reply?, agent_addr(&env)?));
     let state = match built {
         Ok(shim) => {
             log::init(shim.policy.rules.len(), shim.fail());

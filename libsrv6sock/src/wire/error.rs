@@ -137,3 +137,23 @@ pub enum WaypointFault {
     #[error("IPv4-mapped")]
     V4Mapped,
 }
+
+impl WaypointFault {
+    /// Why `addr` cannot be a waypoint (a segment or a return waypoint), or `None` for a unicast address
+    /// that a packet can be routed to.
+    pub fn of(addr: std::net::Ipv6Addr) -> Option<WaypointFault> {
+        if addr.is_unspecified() {
+            Some(WaypointFault::Unspecified)
+        } else if addr.is_loopback() {
+            Some(WaypointFault::Loopback)
+        } else if addr.is_multicast() {
+            Some(WaypointFault::Multicast)
+        } else if addr.segments()[0] & 0xffc0 == 0xfe80 {
+            Some(WaypointFault::LinkLocal)
+        } else if addr.to_ipv4_mapped().is_some() {
+            Some(WaypointFault::V4Mapped)
+        } else {
+            None
+        }
+    }
+}

@@ -1,5 +1,4 @@
-//! The wire layer: SRv6 codecs with no dependency heavier than `thiserror` (and `serde`, optionally, for
-//! reading prefixes from configuration files).
+//! The wire layer: SRv6 codecs with no dependency heavier than `thiserror`.
 //!
 //! Every codec follows smoltcp's `wire` discipline: a zero-copy checked view over a byte slice plus an owned,
 //! validated representation whose `parse`/`emit` round-trip. Parsers never panic: malformed input yields a
@@ -12,11 +11,13 @@
 //! * [`sid`]: SID layout LOC:FUNCT:ARG (RFC 8986) with configurable widths.
 //! * [`prefix`]: IPv6 prefixes (locators, policy destinations).
 //! * [`agent`]: the messages between the shim and the resolver agent.
+//! * [`policy`]: the steering policy's rules as data, and the compiled form `srv6run` hands the shim.
 //! * [`path`]: path records served by DNS (type 65300, SRN's 65280; `srv6-path(5)`).
 
 pub mod agent;
 pub mod hmac;
 pub mod path;
+pub mod policy;
 pub mod prefix;
 pub mod reply;
 pub mod sid;

@@ -80,15 +80,6 @@ impl fmt::Display for Ipv6Prefix {
     }
 }
 
-/// Read from a string such as `"fc00:f1::/80"` (policy files, proxy configuration).
-#[cfg(feature = "serde")]
-impl<'de> serde::Deserialize<'de> for Ipv6Prefix {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <String as serde::Deserialize>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,19 +83,7 @@ impl<'a> ReturnPath<'a> {
 
     fn validate(&self) -> Result<(), Error> {
         for (index, addr) in self.iter().enumerate() {
-            let reason = if addr.is_unspecified() {
-                WaypointFault::Unspecified
-            } else if addr.is_loopback() {
-                WaypointFault::Loopback
-            } else if addr.is_multicast() {
-                WaypointFault::Multicast
-            } else if addr.segments()[0] & 0xffc0 == 0xfe80 {
-                WaypointFault::LinkLocal
-            } else if addr.to_ipv4_mapped().is_some() {
-                WaypointFault::V4Mapped
-            } else {
-                continue;
-            };
+            let Some(reason) = WaypointFault::of(addr) else { continue };
             // At most MAX_WAYPOINTS (15) waypoints: the index fits.
             return Err(Error::ReturnPathAddress { index: index as u8, addr, reason });
         }

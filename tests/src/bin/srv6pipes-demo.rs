@@ -6,8 +6,8 @@ use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
-use libsrv6sock::capture::{read_pcap, tcp_flags as flags, Packet};
 use libsrv6sock::wire::sid::SidLayout;
+use srv6pipes_capture::{read_pcap, tcp_flags as flags, Packet};
 use srv6pipes_tests::http::{sha256_file, HttpServer};
 use srv6pipes_tests::proxy::Proxy;
 use srv6pipes_tests::{binaries, Capture, Net};

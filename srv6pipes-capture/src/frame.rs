@@ -1,13 +1,13 @@
 //! One captured frame, decoded: link layer and IPv6 with `etherparse` (lax, so that a broken inner layer
-//! still leaves the addresses), the Segment Routing Header with [`crate::wire`], then TCP or UDP.
+//! still leaves the addresses), the Segment Routing Header with [`libsrv6sock::wire`], then TCP or UDP.
 
 use std::net::Ipv6Addr;
 use std::time::Duration;
 
 use etherparse::{EtherType, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::wire::srh::{Srh, SrhRepr, ROUTING_TYPE_SRH};
-use crate::wire::Error as WireError;
+use libsrv6sock::wire::srh::{Srh, SrhRepr, ROUTING_TYPE_SRH};
+use libsrv6sock::wire::Error as WireError;
 
 /// TCP flag bits (low byte of the flags field).
 pub mod tcp_flags {
@@ -306,7 +306,7 @@ fn decode_srh(bytes: &[u8]) -> Result<CapturedSrh, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::tlv::TlvRepr;
+    use libsrv6sock::wire::tlv::TlvRepr;
 
     fn a(s: &str) -> Ipv6Addr {
         s.parse().unwrap()

@@ -1,9 +1,9 @@
-//! pcap files, read with the `pcap` crate and decoded frame by frame with [`super::frame`].
+//! pcap files, read with the `pcap` crate and decoded frame by frame with [`crate::frame`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::frame::{decode_frame, DecodeError, Frame, LinkType, Packet};
+use crate::frame::{decode_frame, DecodeError, Frame, LinkType, Packet};
 
 /// Why a capture file could not be read.
 #[derive(Debug, thiserror::Error)]
