@@ -7,8 +7,8 @@
  *   (bpf_skb_cgroup_id) gets the SRH of the first rule (run_rules[0..cfg.nrules], the policy's order)
  *   covering its destination, port and protocol, with segments[0] = the original destination; the
  *   destination becomes the first waypoint. The TCP/UDP checksum stays right: its pseudo-header uses
- *   segments[0]. The packet is then routed again for the new destination (bpf_fib_lookup; the first
- *   waypoint may be behind another device than the destination). A matched packet that cannot be
+ *   segments[0]. The packet is then routed again for the new destination (bpf_redirect_neigh to the
+ *   device of the first waypoint's route, which may not be the destination's). A matched packet that cannot be
  *   steered is dropped when cfg.flags has CFG_FAIL_CLOSED, else sent unsteered; both are counted.
  *   A steered SYN records its flow with the SRH's length (run_flows).
  * run_ingress: the SYN-ACK of a recorded flow gets its MSS option lowered by that length, so that the
@@ -39,6 +39,13 @@ struct run_rule {
 	__u8 pad;
 	__u16 srh_len; /* 0: the rule leaves the packet unsteered */
 	__u16 pad2;
+	/*
+	 * The device of the route to the first waypoint, found by the loader: the packet's route was for
+	 * its destination, possibly through another device. (bpf_fib_lookup would find it here, but answers
+	 * BPF_FIB_LKUP_RET_FWD_DISABLED on a host that does not forward.)
+	 */
+	__u32 oif;
+	__u32 pad3;
 	__u8 first[16]; /* the first waypoint */
 	__u8 srh[RULE_SRH_MAX]; /* segments[0] is written per packet */
 };
@@ -165,28 +172,6 @@ static __always_inline struct run_rule *match(struct run_cfg *c, const struct in
 	return NULL;
 }
 
-/* Send the packet, whose destination is now daddr, where the routing table says. */
-static __always_inline int reroute(struct __sk_buff *skb, const struct in6_addr *saddr, const struct in6_addr *daddr)
-{
-	struct bpf_fib_lookup p = {};
-	long rc;
-
-	p.family = AF_INET6_;
-	p.ifindex = skb->ifindex;
-	__builtin_memcpy(p.ipv6_src, saddr, 16);
-	__builtin_memcpy(p.ipv6_dst, daddr, 16);
-	rc = bpf_fib_lookup(skb, &p, sizeof(p), BPF_FIB_LOOKUP_OUTPUT);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH)
-		return bpf_redirect_neigh(p.ifindex, NULL, 0, 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return -1;
-	if (bpf_skb_store_bytes(skb, 0, p.dmac, ETH_ALEN, 0) || bpf_skb_store_bytes(skb, ETH_ALEN, p.smac, ETH_ALEN, 0))
-		return -1;
-	if (p.ifindex == skb->ifindex)
-		return TC_ACT_OK;
-	return bpf_redirect(p.ifindex, 0);
-}
-
 /* Insert rule r's SRH into the packet (destination ip6->daddr); returns the verdict, or -1. */
 static __always_inline int insert_srh(struct __sk_buff *skb, struct run_rule *r, struct ipv6hdr *ip6, __u8 syn,
 				      __be16 sport, __be16 dport)
@@ -225,7 +210,8 @@ static __always_inline int insert_srh(struct __sk_buff *skb, struct run_rule *r,
 		k.rport = dport;
 		bpf_map_update_elem(&run_flows, &k, &cut, BPF_ANY);
 	}
-	return reroute(skb, &ip6->saddr, (const struct in6_addr *)r->first);
+	/* the kernel routes it again (the first waypoint's device, its neighbour): see run_rule.oif */
+	return bpf_redirect_neigh(r->oif, NULL, 0, 0);
 }
 
 SEC("classifier/egress")
@@ -268,7 +254,7 @@ int run_egress(struct __sk_buff *skb)
 	if (r->srh_len == 0)
 		return TC_ACT_OK;
 	verdict = insert_srh(skb, r, &ip6, syn, ports[0], ports[1]);
-	if (verdict == TC_ACT_SHOT || verdict < 0) {
+	if (verdict != TC_ACT_REDIRECT) {
 		stat(S_ERR_ROUTE);
 		if (verdict == TC_ACT_SHOT || (c->flags & CFG_FAIL_CLOSED)) {
 			stat(S_DROPPED);

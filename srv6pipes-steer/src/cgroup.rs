@@ -2,7 +2,8 @@
 //! socket created in the cgroup gets the SRH of the first [`RunRule`] covering its destination, inserted
 //! below the socket layer, so it reaches programs an LD_PRELOAD shim cannot (static binaries, Go,
 //! io_uring, raw system calls). The programs sit on the egress and ingress hooks of each device the loader
-//! is given; the egress one routes the packet again for its new destination (the first waypoint). The
+//! is given; the egress one sends the packet to the device of the route to its new destination (the first
+//! waypoint, [`RunRule::oif`]), where the kernel finds its next hop. The
 //! SYN-ACK of a steered connection has its MSS lowered by the SRH's length so that full-size segments fit.
 //!
 //! Everything lives as long as the [`CgroupSteer`] value (no pins): the maps, programs and links go
@@ -25,8 +26,8 @@ const STATS: &str = "run_stats";
 pub const MAX_RULES: usize = 32;
 /// Longest SRH a rule may insert (the object's `RULE_SRH_MAX`).
 pub const MAX_SRH_LEN: usize = 512;
-/// `struct run_rule`: mask, addr, port, proto, pad, srh_len, pad, first, srh.
-const RULE_LEN: usize = 56 + MAX_SRH_LEN;
+/// `struct run_rule`: mask, addr, port, proto, pad, srh_len, pad, oif, pad, first, srh.
+const RULE_LEN: usize = 64 + MAX_SRH_LEN;
 const PROTO_TCP: u8 = 1;
 const PROTO_UDP: u8 = 2;
 const CFG_FAIL_CLOSED: u32 = 1;
@@ -45,6 +46,9 @@ pub struct RunRule {
     /// The SRH to insert (segments\[0\] is replaced by each packet's destination); `None`: the packets
     /// the rule covers go unsteered.
     pub srh: Option<SrhRepr>,
+    /// The index of the device the route to the SRH's first waypoint leaves by (0 when `srh` is `None`):
+    /// a steered packet is sent there, whichever device its destination's route chose.
+    pub oif: u32,
 }
 
 /// The programs' counters.
@@ -97,9 +101,10 @@ fn rule_value(rule: &RunRule) -> Result<[u8; RULE_LEN], SteerError> {
             .copied()
             .filter(|_| srh.segments_left > 0)
             .ok_or_else(|| setting(format!("{} has no waypoint to visit", rule.dst)))?;
-        let len = srh.emit(&mut v[56..]).map_err(|e| setting(format!("SRH for {}: {e}", rule.dst)))?;
+        let len = srh.emit(&mut v[64..]).map_err(|e| setting(format!("SRH for {}: {e}", rule.dst)))?;
         v[36..38].copy_from_slice(&(len as u16).to_ne_bytes());
-        v[40..56].copy_from_slice(&first.octets());
+        v[40..44].copy_from_slice(&rule.oif.to_ne_bytes());
+        v[48..64].copy_from_slice(&first.octets());
     }
     Ok(v)
 }
@@ -177,14 +182,16 @@ mod tests {
             tcp: true,
             udp: false,
             srh: Some(SrhRepr::for_path(Ipv6Addr::UNSPECIFIED, &[w1, w2]).unwrap()),
+            oif: 3,
         };
         let v = rule_value(&rule).unwrap();
         assert_eq!(v[..16], [[0xff; 8], [0; 8]].concat()[..]);
         assert_eq!(Ipv6Addr::from(<[u8; 16]>::try_from(&v[16..32]).unwrap()), "fc00:5::".parse::<Ipv6Addr>().unwrap());
         assert_eq!((u16::from_be_bytes([v[32], v[33]]), v[34]), (80, PROTO_TCP));
         assert_eq!(u16::from_ne_bytes([v[36], v[37]]), 56);
-        assert_eq!(Ipv6Addr::from(<[u8; 16]>::try_from(&v[40..56]).unwrap()), w1);
-        assert_eq!((v[56 + 2], v[56 + 3]), (4, 2)); // type 4, segments left 2
+        assert_eq!(u32::from_ne_bytes([v[40], v[41], v[42], v[43]]), 3);
+        assert_eq!(Ipv6Addr::from(<[u8; 16]>::try_from(&v[48..64]).unwrap()), w1);
+        assert_eq!((v[64 + 2], v[64 + 3]), (4, 2)); // type 4, segments left 2
     }
 
     #[test]
@@ -195,6 +202,7 @@ mod tests {
             tcp: true,
             udp: true,
             srh: Some(SrhRepr::for_path(Ipv6Addr::UNSPECIFIED, &[]).unwrap()),
+            oif: 0,
         };
         assert!(rule_value(&rule).is_err());
     }
