@@ -151,3 +151,283 @@ fn static_busybox_wget_is_steered_and_a_plain_one_beside_it_is_not() {
         Ok(())
     })
 }
+
+/// A static HTTP client built from `src` (Go, standard library only) with Debian's Go, `CGO_ENABLED=0`.
+fn build_go_client(dir: &std::path::Path) -> Result<PathBuf> {
+    let src = dir.join("client.go");
+    std::fs::write(
+        &src,
+        r#"package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+)
+
+func main() {
+	client := &http.Client{Transport: &http.Transport{}} // no proxy from the environment
+	resp, err := client.Get(os.Args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer resp.Body.Close()
+	out, err := os.Create(os.Args[2])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if _, err := io.Copy(out, resp.Body); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	if err := out.Close(); err != nil {
+		os.Exit(1)
+	}
+}
+"#,
+    )?;
+    let bin = dir.join("goclient");
+    let out = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .current_dir(dir)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("HOME", dir)
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .context("go build (golang-go)")?;
+    ensure!(out.status.success(), "go build: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(bin)
+}
+
+#[test]
+fn a_static_go_client_is_steered() {
+    with_net("steering", "kgo", |net| {
+        let s = Kernel::start(net)?;
+        let build = tempfile::tempdir()?;
+        let go = build_go_client(build.path())?;
+        let head = std::fs::read(&go)?;
+        ensure!(head.starts_with(b"\x7fELF"), "go built no ELF file");
+        let on_r2 = net.capture("r2", "eth0")?;
+        let out = net.path("go.out");
+        let srv6run = binaries::path("srv6run")?;
+        // --via auto: the static program gets kernel mode by itself.
+        net.cmd("client", [srv6run])
+            .args(["--segs", &s.segs(), "--"])
+            .arg(&go)
+            .arg(s.url())
+            .arg(&out)
+            .timeout(RUN_TIMEOUT)
+            .run()?;
+        s.check(&out)?;
+        on_r2.wait_for("the Go client's FIN", SETTLE_TIMEOUT, s.fin_seen())?;
+        let packets = oracle::cross_check(&on_r2.stop()?)?;
+        s.check_steered(&packets, "r2")?;
+        Ok(())
+    })
+}
+
+/// A client that makes its socket and its connection with io_uring (IORING_OP_SOCKET, IORING_OP_CONNECT;
+/// raw system calls, no liburing), then sends an HTTP/1.0 request and copies the answer to stdout.
+const URING_CLIENT: &str = r#"
+#include <arpa/inet.h>
+#include <linux/io_uring.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static int ring_fd;
+static unsigned *sq_tail, *sq_mask, *sq_array, *cq_head, *cq_tail, *cq_mask;
+static struct io_uring_sqe *sqes;
+static struct io_uring_cqe *cqes;
+
+/* Submit one SQE and wait for its completion; returns its result. */
+static int run(struct io_uring_sqe *tmpl)
+{
+	unsigned tail = *sq_tail, idx = tail & *sq_mask;
+	sqes[idx] = *tmpl;
+	sq_array[idx] = idx;
+	__atomic_store_n(sq_tail, tail + 1, __ATOMIC_RELEASE);
+	if (syscall(__NR_io_uring_enter, ring_fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0) {
+		perror("io_uring_enter");
+		exit(2);
+	}
+	unsigned head = __atomic_load_n(cq_head, __ATOMIC_ACQUIRE);
+	if (head == __atomic_load_n(cq_tail, __ATOMIC_ACQUIRE)) {
+		fprintf(stderr, "no completion\n");
+		exit(2);
+	}
+	int res = cqes[head & *cq_mask].res;
+	__atomic_store_n(cq_head, head + 1, __ATOMIC_RELEASE);
+	return res;
+}
+
+int main(int argc, char **argv)
+{
+	struct io_uring_params p;
+	struct sockaddr_in6 sa;
+	struct io_uring_sqe sqe;
+	char buf[65536], req[512];
+	ssize_t n;
+
+	if (argc != 4)
+		return 2;
+	memset(&p, 0, sizeof(p));
+	ring_fd = syscall(__NR_io_uring_setup, 4, &p);
+	if (ring_fd < 0) {
+		perror("io_uring_setup");
+		return 2;
+	}
+	char *sq = mmap(0, p.sq_off.array + p.sq_entries * sizeof(unsigned), PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_SQ_RING);
+	char *cq = mmap(0, p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe), PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_CQ_RING);
+	sqes = mmap(0, p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+		    ring_fd, IORING_OFF_SQES);
+	if (sq == MAP_FAILED || cq == MAP_FAILED || sqes == MAP_FAILED)
+		return 2;
+	sq_tail = (unsigned *)(sq + p.sq_off.tail);
+	sq_mask = (unsigned *)(sq + p.sq_off.ring_mask);
+	sq_array = (unsigned *)(sq + p.sq_off.array);
+	cq_head = (unsigned *)(cq + p.cq_off.head);
+	cq_tail = (unsigned *)(cq + p.cq_off.tail);
+	cq_mask = (unsigned *)(cq + p.cq_off.ring_mask);
+	cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+
+	memset(&sqe, 0, sizeof(sqe));
+	sqe.opcode = IORING_OP_SOCKET;
+	sqe.fd = AF_INET6;
+	sqe.off = SOCK_STREAM;
+	int fd = run(&sqe);
+	if (fd < 0) {
+		fprintf(stderr, "IORING_OP_SOCKET: %s\n", strerror(-fd));
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sin6_family = AF_INET6;
+	sa.sin6_port = htons(atoi(argv[2]));
+	if (inet_pton(AF_INET6, argv[1], &sa.sin6_addr) != 1)
+		return 2;
+	memset(&sqe, 0, sizeof(sqe));
+	sqe.opcode = IORING_OP_CONNECT;
+	sqe.fd = fd;
+	sqe.addr = (unsigned long)&sa;
+	sqe.off = sizeof(sa);
+	int rc = run(&sqe);
+	if (rc < 0) {
+		fprintf(stderr, "IORING_OP_CONNECT: %s\n", strerror(-rc));
+		return 1;
+	}
+	snprintf(req, sizeof(req), "GET /%s HTTP/1.0\r\n\r\n", argv[3]);
+	if (write(fd, req, strlen(req)) != (ssize_t)strlen(req))
+		return 1;
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (fwrite(buf, 1, n, stdout) != (size_t)n)
+			return 1;
+	return n < 0;
+}
+"#;
+
+#[test]
+fn an_io_uring_client_is_steered() {
+    with_net("steering", "kuring", |net| {
+        let s = Kernel::start(net)?;
+        let build = tempfile::tempdir()?;
+        let src = build.path().join("uring.c");
+        std::fs::write(&src, URING_CLIENT)?;
+        let bin = build.path().join("uring");
+        let out = std::process::Command::new("cc").arg("-O2").arg("-o").arg(&bin).arg(&src).output().context("cc")?;
+        ensure!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
+
+        let on_r2 = net.capture("r2", "eth0")?;
+        let srv6run = binaries::path("srv6run")?;
+        let answer = net.path("uring.http");
+        let cmd = format!(
+            "exec {} --via kernel --segs {} -- {} {} {PORT} {FILE} > {}",
+            srv6run.display(),
+            s.segs(),
+            bin.display(),
+            s.service,
+            answer.display()
+        );
+        net.cmd("client", ["sh", "-c", &cmd]).timeout(RUN_TIMEOUT).run()?;
+        let http = std::fs::read(&answer)?;
+        let body_at = http.windows(4).position(|w| w == b"\r\n\r\n").context("no HTTP header in the answer")? + 4;
+        let body = net.path("uring.body");
+        std::fs::write(&body, &http[body_at..])?;
+        s.check(&body)?;
+        on_r2.wait_for("the io_uring client's FIN", SETTLE_TIMEOUT, s.fin_seen())?;
+        let packets = oracle::cross_check(&on_r2.stop()?)?;
+        s.check_steered(&packets, "r2")?;
+        Ok(())
+    })
+}
+
+#[test]
+fn a_static_child_of_a_shell_is_steered_under_fail_closed() {
+    with_net("steering", "kshell", |net| {
+        let s = Kernel::start(net)?;
+        let on_r2 = net.capture("r2", "eth0")?;
+        let out = net.path("shell.out");
+        let srv6run = binaries::path("srv6run")?;
+        let script = format!("busybox wget -q -O {} {} && echo done", out.display(), s.url());
+        let run = net
+            .cmd("client", [srv6run])
+            .args(["--via", "kernel", "--fail", "closed", "--segs", &s.segs(), "--", "sh", "-c", &script])
+            .timeout(RUN_TIMEOUT)
+            .run()?;
+        ensure!(run.stdout.contains("done"), "the shell did not finish: {run}");
+        s.check(&out)?;
+        on_r2.wait_for("the static child's FIN", SETTLE_TIMEOUT, s.fin_seen())?;
+        let packets = oracle::cross_check(&on_r2.stop()?)?;
+        s.check_steered(&packets, "r2")?;
+        Ok(())
+    })
+}
+
+#[test]
+fn explain_says_which_mode_and_why() -> Result<()> {
+    srv6pipes_tests::netns::require_root();
+    let srv6run = binaries::path("srv6run")?;
+    let explain = |via: &str| -> Result<serde_json::Value> {
+        let out = std::process::Command::new(&srv6run)
+            .args([
+                "--explain",
+                "--json",
+                "--via",
+                via,
+                "--segs",
+                "fc00::1",
+                "--",
+                "busybox",
+                "wget",
+                "http://[fc00::2]/",
+            ])
+            .output()?;
+        ensure!(out.status.success(), "srv6run --explain: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let auto = explain("auto")?;
+    ensure!(auto["mode"] == "kernel", "auto for static busybox: {auto}");
+    ensure!(auto["mode_reason"].as_str().is_some_and(|r| r.contains("statically linked")), "reason: {auto}");
+    let preload = explain("preload")?;
+    ensure!(preload["mode"].is_null(), "preload for static busybox: {preload}");
+    ensure!(preload["mode_error"].as_str().is_some_and(|r| r.contains("statically linked")), "error: {preload}");
+    let dynamic = std::process::Command::new(&srv6run)
+        .args(["--explain", "--segs", "fc00::1", "--", "curl", "http://[fc00::2]/"])
+        .output()?;
+    let text = String::from_utf8_lossy(&dynamic.stdout);
+    ensure!(text.starts_with("mode: preload"), "curl: {text}");
+    Ok(())
+}
