@@ -431,3 +431,141 @@ fn explain_says_which_mode_and_why() -> Result<()> {
     ensure!(text.starts_with("mode: preload"), "curl: {text}");
     Ok(())
 }
+
+/// The cgroup2 mount point of this (the test's) mount namespace.
+fn cgroup2_root() -> Result<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    info.lines()
+        .find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        })
+        .context("no cgroup2 mount")
+}
+
+/// The children of process `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Whether process `pid` is gone (or a zombie waiting for its parent).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_or(true, |s| s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')))
+}
+
+#[test]
+fn a_run_killed_during_a_transfer_is_cleaned_by_the_next_run() {
+    with_net("steering", "kkill", |net| {
+        let s = Kernel::start(net)?;
+        const STREAM_PORT: u16 = 9000;
+        let _stream = net
+            .cmd("server", ["socat", &format!("TCP6-LISTEN:{STREAM_PORT},reuseaddr,fork"), "OPEN:/dev/zero,rdonly"])
+            .log_dir(net.dir())
+            .spawn()?;
+        net.wait_for_tcp_port("server", STREAM_PORT, Duration::from_secs(10))?;
+        let on_r2 = net.capture_filtered("r2", "eth0", &format!("ip6 src host {}", s.client))?;
+        let srv6run = binaries::path("srv6run")?;
+        // nc's standard input stays open (an end of file would make it close its side, and socat the stream).
+        let nc = format!("sleep 600 | busybox nc {} {STREAM_PORT} > /dev/null", s.service);
+        let first = net
+            .cmd("client", [srv6run.clone()])
+            .args(["--via", "kernel", "--segs", &s.segs(), "--", "sh", "-c", &nc])
+            .log_dir(net.dir())
+            .spawn()?;
+        // The transfer runs, steered: the client's ACKs cross r2.
+        let streaming = |p: &[Packet]| {
+            p.iter().filter(|p| p.srh.is_some() && p.tcp().is_some_and(|t| t.dst_port == STREAM_PORT)).count() > 20
+        };
+        on_r2.wait_for("the steered stream", SETTLE_TIMEOUT, streaming)?;
+        on_r2.stop()?;
+        let srv6run_pid = first.pid();
+        let sh = *children(srv6run_pid).first().context("srv6run has no child")?;
+        let nc_pid = children(sh)
+            .into_iter()
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "busybox"))
+            .context("sh has no busybox child")?;
+        let cgroup = std::fs::read_to_string(format!("/proc/{sh}/cgroup"))?;
+        let name = cgroup.trim().rsplit('/').next().context("no cgroup")?.to_string();
+        ensure!(name.starts_with("srv6run-"), "the program runs in cgroup {cgroup}");
+        let dir = cgroup2_root()?.join(&name);
+        let record = PathBuf::from("/run/srv6pipes/srv6run").join(&name);
+        ensure!(dir.is_dir() && record.is_file(), "{} or {} missing while it runs", dir.display(), record.display());
+
+        // Not Proc::wait: it would kill srv6run's whole process group, busybox nc included.
+        first.signal(libc::SIGKILL)?;
+        srv6pipes_tests::process::wait_until("srv6run to die", SETTLE_TIMEOUT, || Ok(gone(srv6run_pid)))?;
+        // The program dies with srv6run; its child (busybox nc) outlives it, in the cgroup, and its packets
+        // leave unsteered: the eBPF programs, maps and links went with srv6run.
+        srv6pipes_tests::process::wait_until("sh to die with srv6run", SETTLE_TIMEOUT, || Ok(gone(sh)))?;
+        ensure!(!gone(nc_pid), "busybox nc died too early: the test cannot show the next run cleans it");
+        let direct = net.capture_filtered("server", "eth1", &format!("ip6 src host {}", s.client))?;
+        let plain = |p: &[Packet]| p.iter().filter(|p| p.tcp().is_some_and(|t| t.dst_port == STREAM_PORT)).count() > 20;
+        direct.wait_for("the stream, unsteered once srv6run is gone", SETTLE_TIMEOUT, plain)?;
+        let after = libsrv6sock::capture::read_pcap(&direct.stop()?)?;
+        ensure!(after.iter().all(|p| p.srh.is_none()), "a packet still got an SRH after srv6run was killed");
+        ensure!(dir.is_dir() && record.is_file(), "the killed run's cgroup and record stay until the next run");
+
+        // The next kernel-mode run (any program) removes what the killed one left.
+        let out = net
+            .cmd("client", [srv6run])
+            .args(["--via", "kernel", "--segs", &s.segs(), "--", "true"])
+            .timeout(RUN_TIMEOUT)
+            .run()?;
+        ensure!(out.stderr.contains(&name), "the next run does not say it removed {name}: {out}");
+        ensure!(!dir.exists(), "{} is still there", dir.display());
+        ensure!(!record.exists(), "{} is still there", record.display());
+        srv6pipes_tests::process::wait_until("busybox nc to be killed", SETTLE_TIMEOUT, || Ok(gone(nc_pid)))?;
+        drop(first);
+        Ok(())
+    })
+}
+
+#[test]
+fn full_size_uploads_fit_the_mtu() {
+    with_net("steering", "kupload", |net| {
+        let s = Kernel::start(net)?;
+        let mut sink = srv6pipes_tests::http::UploadSink::start(net, "server", 8081)?;
+        let file = net.path("upload.bin");
+        let sha256 = srv6pipes_tests::http::random_file(&file, FILE_SIZE)?;
+        let snmp = |field: &str| -> Result<u64> {
+            let out = net.run("client", ["cat", "/proc/net/snmp6"])?;
+            out.stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(field).map(|v| v.trim().parse::<u64>()))
+                .with_context(|| format!("no {field} in /proc/net/snmp6"))?
+                .map_err(Into::into)
+        };
+        let too_big = snmp("Icmp6OutPktTooBigs")?;
+        let frag_fails = snmp("Ip6FragFails")?;
+        let on_r2 = net.capture_filtered("r2", "eth0", &format!("ip6 src host {}", s.client))?;
+        let url = format!("http://[{}]:8081/up", s.service);
+        let srv6run = binaries::path("srv6run")?;
+        // A dynamic curl in kernel mode: the shim plays no part, the kernel inserts the header.
+        net.cmd("client", [srv6run])
+            .args(["--via", "kernel", "--segs", &s.segs(), "--", "curl", "-sS", "-g", "--noproxy", "*", "-T"])
+            .arg(&file)
+            .arg(&url)
+            .timeout(RUN_TIMEOUT)
+            .run()?;
+        let log = sink.log()?;
+        ensure!(log.contains(&sha256), "the sink received something else: {log}");
+        ensure!(log.starts_with(&format!("{} ", s.client)), "the sink saw another peer: {log}");
+        // No segment was too big for the client's own device once the header was in.
+        ensure!(snmp("Icmp6OutPktTooBigs")? == too_big, "the client refused its own oversized packets");
+        ensure!(snmp("Ip6FragFails")? == frag_fails, "the client failed to send oversized packets");
+        let fin =
+            |p: &[Packet]| p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp().is_some_and(|t| t.dst_port == 8081));
+        on_r2.wait_for("the upload's FIN", SETTLE_TIMEOUT, fin)?;
+        let packets = libsrv6sock::capture::read_pcap(&on_r2.stop()?)?;
+        let upload: Vec<&Packet> = packets.iter().filter(|p| p.tcp().is_some_and(|t| t.dst_port == 8081)).collect();
+        let sent: usize = upload.iter().filter_map(|p| p.tcp()).map(|t| t.payload_len).sum();
+        ensure!(sent as u64 >= FILE_SIZE, "r2 saw {sent} bytes of TCP payload, less than the file");
+        ensure!(upload.iter().all(|p| p.srh.is_some()), "an upload packet crossed r2 without an SRH");
+        Ok(())
+    })
+}
