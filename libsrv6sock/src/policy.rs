@@ -15,7 +15,8 @@
 //! segments = ["fc00:e1::1", "fc00:e2::1"]   # waypoints in the order they are visited
 //! return-path = "reverse"          # optional: "reverse" (default), "none", or waypoints back, in visit order
 //! tag = 0                          # optional SRH tag
-//! flags = 0                        # optional SRH flags (8 = HMAC, which Linux fills in)
+//! flags = 0                        # optional SRH flags
+//! hmac-key = 7                     # optional: key id of an HMAC TLV the kernel fills in (`ip sr hmac`)
 //! ```
 
 use std::net::Ipv6Addr;
@@ -24,8 +25,9 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::wire::hmac;
 use crate::wire::prefix::Ipv6Prefix;
-use crate::wire::srh::SrhRepr;
+use crate::wire::srh::{SrhRepr, FLAG_HMAC};
 use crate::wire::tlv::TlvRepr;
 
 /// Environment variable: comma-separated waypoints for every destination (a catch-all first rule) of the
@@ -35,6 +37,9 @@ pub const ENV_SEGS: &str = "SRV6_SEGS";
 pub const ENV_PROTO: &str = "SRV6_PROTO";
 /// Environment variable: return path for `SRV6_SEGS`: `reverse` (default), `none`, or waypoints back.
 pub const ENV_RETURN_PATH: &str = "SRV6_RETURN_PATH";
+/// Environment variable: key id of the HMAC TLV every rule's SRH carries (the H flag set, the digest filled
+/// in by the kernel with the key `ip sr hmac` configured under that id).
+pub const ENV_HMAC_KEY: &str = "SRV6_HMAC_KEY";
 /// Environment variable: the policy file.
 pub const ENV_POLICY: &str = "SRV6_POLICY";
 /// Environment variable: failure policy, `open` or `closed`.
@@ -194,6 +199,8 @@ pub struct Path {
     pub tag: u16,
     /// SRH flags.
     pub flags: u8,
+    /// Key id of an HMAC TLV: the SRH gets the H flag and a zero digest that Linux computes on send.
+    pub hmac_key: Option<u32>,
 }
 
 impl Path {
@@ -216,6 +223,10 @@ impl Path {
         let back: Vec<Ipv6Addr> = self.return_waypoints().rev().collect();
         if !back.is_empty() {
             srh.tlvs.push(TlvRepr::ReturnPath(back));
+        }
+        if let Some(key_id) = self.hmac_key {
+            srh.flags |= FLAG_HMAC;
+            srh.tlvs.push(TlvRepr::Hmac { d_flag: false, key_id, digest: vec![0; hmac::DIGEST_LEN] });
         }
         Ok(srh)
     }
@@ -284,6 +295,7 @@ struct FileRule {
     tag: u16,
     #[serde(default)]
     flags: u8,
+    hmac_key: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -325,7 +337,7 @@ impl Policy {
                     port: r.port,
                     name: r.name,
                     proto: r.proto,
-                    path: Path { segments: r.segments, return_path, tag: r.tag, flags: r.flags },
+                    path: Path { segments: r.segments, return_path, tag: r.tag, flags: r.flags, hmac_key: r.hmac_key },
                     origin,
                 };
                 rule.validate()?;
@@ -369,10 +381,20 @@ impl Policy {
                 port: None,
                 name: None,
                 proto,
-                path: Path { segments, return_path, tag: 0, flags: 0 },
+                path: Path { segments, return_path, tag: 0, flags: 0, hmac_key: None },
             };
             rule.validate()?;
             policy.rules.insert(0, rule);
+        }
+        if let Some(k) = get(ENV_HMAC_KEY).filter(|s| !s.is_empty()) {
+            let key_id = k.parse().map_err(|_| PolicyError::Env {
+                var: ENV_HMAC_KEY,
+                value: k.clone(),
+                reason: "not a key id (0 to 4294967295)".into(),
+            })?;
+            for r in &mut policy.rules {
+                r.path.hmac_key = Some(key_id);
+            }
         }
         if let Some(f) = get(ENV_FAIL).filter(|s| !s.is_empty()) {
             policy.fail = f.parse().map_err(|reason| PolicyError::Env { var: ENV_FAIL, value: f.clone(), reason })?;
@@ -462,6 +484,25 @@ return-path = ["fc00:e9::1", "fc00:e8::1"]
         assert_eq!(p.rules[1].path.srh(a("::1")).unwrap().return_path(), None);
         let explicit = p.rules[2].path.srh(a("fc00:5::1")).unwrap();
         assert_eq!(explicit.return_path(), Some(&[a("fc00:e8::1"), a("fc00:e9::1")][..]));
+    }
+
+    #[test]
+    fn hmac_key_makes_the_kernel_sign_every_rule() {
+        let env = |k: &str| match k {
+            ENV_SEGS => Some("fc00:e1::1".to_string()),
+            ENV_HMAC_KEY => Some("7".to_string()),
+            _ => None,
+        };
+        let p = Policy::from_env(env).unwrap();
+        let bytes = p.rules[0].path.srh(a("fc00:4::2")).unwrap().to_bytes().unwrap();
+        let srh = crate::wire::srh::Srh::new_checked(&bytes[..]).unwrap();
+        let tlv = hmac::find(&srh).expect("an HMAC TLV where Linux fills it in");
+        assert_eq!((tlv.key_id(), tlv.digest()), (7, &[0u8; hmac::DIGEST_LEN][..]));
+        let bad = Policy::from_env(|k| match k {
+            ENV_HMAC_KEY => Some("x".to_string()),
+            _ => env(k),
+        });
+        assert!(matches!(bad, Err(PolicyError::Env { var: ENV_HMAC_KEY, .. })));
     }
 
     #[test]

@@ -239,6 +239,21 @@ pub struct Stats {
     pub refused_draining: u64,
     /// Refused: at the limit of concurrent flows or of open descriptors.
     pub refused_limit: u64,
+    /// Refused: the client is outside the allowed client prefixes (`--allow-clients`, `[[access]]`).
+    #[serde(default)]
+    pub refused_client: u64,
+    /// Refused: the next segment or destination is outside the allowed prefixes (`--allow-next`).
+    #[serde(default)]
+    pub refused_next: u64,
+    /// Refused (`--require-hmac`): the SRH carries no HMAC TLV.
+    #[serde(default)]
+    pub refused_hmac_missing: u64,
+    /// Refused (`--require-hmac`): the HMAC TLV's key id is not in the key file.
+    #[serde(default)]
+    pub refused_hmac_key: u64,
+    /// Refused (`--require-hmac`): the HMAC does not verify (segment list altered, another secret).
+    #[serde(default)]
+    pub refused_hmac_wrong: u64,
     /// Flows reset after staying idle longer than the idle timeout.
     pub idle_timeouts: u64,
     /// Flows reset because the proxy stopped (SIGTERM, or the end of a drain's deadline).
@@ -450,6 +465,11 @@ mod tests {
             refused_own_sid: 11,
             refused_draining: 7,
             refused_limit: 0,
+            refused_client: 0,
+            refused_next: 0,
+            refused_hmac_missing: 0,
+            refused_hmac_key: 0,
+            refused_hmac_wrong: 0,
             idle_timeouts: 1,
             flows_stopped: 2,
             connect_failed: 6,

@@ -6,7 +6,7 @@
 //! ingress = ["eth0", "eth1"]       # devices receiving SRH packets (seg6_enabled)
 //! workers = 2                      # default: one per CPU
 //! sid_layout = "80/16/32"          # locator/function/argument bits
-//! control = "/run/srv6pipes-proxy.sock"
+//! control = "/run/srv6pipes/netns-INODE/proxy.sock"   # default: per network namespace
 //! modules = ["/usr/lib/srv6pipes/hex.so"]
 //! setup = true                     # install/remove the datapath (false = --no-setup)
 //! backend = "auto"                 # auto | nft | iptables
@@ -20,13 +20,22 @@
 //! pipe_size = 262144
 //! keep_client_port = true
 //! backlog = 4096
-//! state = "/run/srv6pipes-proxy.state"   # what the proxy installed, for crash recovery and takeover
+//! state = "/run/srv6pipes/netns-INODE/proxy.state"   # what it installed (crash recovery, takeover)
 //! drain_timeout_s = 30             # a drain's deadline (SIGQUIT, ctl drain, takeover)
 //! max_flows = 100000               # default: from the open-files limit
 //! idle_timeout_s = 0               # reset flows idle this long; 0: never
 //! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
 //! reply_path = false               # as --reply-path
 //! reply_mss = 1200
+//! reply_allow = ["fc00:e2::/64"]   # as --reply-allow
+//! allow_clients = ["fc00:1::/64"]  # as --allow-clients (default: any client)
+//! allow_next = ["fc00:f2::/80", "fc00:4::/64"]   # as --allow-next (default: anywhere)
+//! require_hmac = "/etc/srv6pipes/hmac.keys"      # as --require-hmac
+//!
+//! [[access]]                       # per SID prefix (a locator, a function's SIDs); first match wins
+//! sids = "fc00:f1::2:0:0/96"       # function 2 of locator fc00:f1::/80
+//! allow_clients = ["fc00:1::/64"]  # lists not given here are the proxy's
+//! allow_next = ["fc00:f2::/80"]
 //! ```
 
 use std::net::SocketAddr;
@@ -34,20 +43,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
+use libsrv6sock::hmac_keys::HmacKeys;
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
 use serde::Deserialize;
 
+use crate::access::{Access, Allow, SidRule};
 use crate::datapath::{Backend, DatapathConfig};
 use crate::flow::FlowConfig;
 use crate::lifecycle::Limits;
+use crate::namespace;
 use crate::relay::RelayConfig;
 
-/// Default control socket.
-pub const DEFAULT_CONTROL: &str = "/run/srv6pipes-proxy.sock";
-/// Default state file.
-pub const DEFAULT_STATE: &str = "/run/srv6pipes-proxy.state";
 /// Default deadline of a drain, in seconds.
 pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
@@ -75,7 +83,7 @@ pub struct ProxyArgs {
     /// SID layout as LOCATOR/FUNCTION/ARGUMENT bits [default: 80/16/32].
     #[arg(long, value_name = "L/F/A")]
     pub sid_layout: Option<String>,
-    /// Control socket path [default: /run/srv6pipes-proxy.sock].
+    /// Control socket path [default: /run/srv6pipes/netns-INODE/proxy.sock, INODE: the network namespace's].
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Module (.so) to load at start; repeatable.
@@ -102,11 +110,12 @@ pub struct ProxyArgs {
     /// Copy untransformed directions through user space instead of splice(2).
     #[arg(long)]
     pub no_splice: bool,
-    /// State file recording the datapath this proxy installed [default: /run/srv6pipes-proxy.state].
+    /// State file recording the datapath this proxy installed; its lock file says who owns it [default:
+    /// /run/srv6pipes/netns-INODE/proxy.state].
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
-    /// Take over from the proxy that owns the state file: adopt its datapath, make it drain, serve the
-    /// new flows.
+    /// Take over from the proxy that owns the state file: once it agreed to hand over, take its datapath,
+    /// let it drain, serve the new flows (a failure leaves it serving, untouched).
     #[arg(long)]
     pub takeover: bool,
     /// Deadline of a drain (SIGQUIT, `ctl drain`, takeover), in seconds [default: 30].
@@ -130,6 +139,21 @@ pub struct ProxyArgs {
     /// reply SRH accepted [default: 1200].
     #[arg(long, value_name = "BYTES", requires = "reply_path")]
     pub reply_mss: Option<u16>,
+    /// With --reply-path: also steer replies through waypoints in this prefix, whatever the SYN carried
+    /// (by default each must share its /64 with a segment of the SYN); repeat, or comma-separated.
+    #[arg(long, value_name = "PREFIX", value_delimiter = ',', requires = "reply_path")]
+    pub reply_allow: Vec<Ipv6Prefix>,
+    /// Serve only clients in these prefixes, comma-separated [default: any client].
+    #[arg(long, value_name = "PREFIX,…", value_delimiter = ',')]
+    pub allow_clients: Vec<Ipv6Prefix>,
+    /// Relay only towards next segments (or final destinations) in these prefixes, comma-separated
+    /// [default: anywhere but this proxy's own SIDs].
+    #[arg(long, value_name = "PREFIX,…", value_delimiter = ',')]
+    pub allow_next: Vec<Ipv6Prefix>,
+    /// Refuse SYNs whose SRH lacks a valid HMAC TLV (RFC 8754, as Linux computes it) under a key of
+    /// KEYFILE (lines of KEYID SECRET); the ingress devices get seg6_require_hmac=-1.
+    #[arg(long, value_name = "KEYFILE")]
+    pub require_hmac: Option<PathBuf>,
 }
 
 /// Why the settings are not usable.
@@ -177,6 +201,9 @@ pub enum ConfigError {
     /// Reply MSS out of range.
     #[error("reply MSS must be 536 to 1440")]
     ReplyMss,
+    /// The HMAC key file is unusable.
+    #[error(transparent)]
+    Keys(#[from] libsrv6sock::hmac_keys::KeyFileError),
 }
 
 /// The TOML file (keys as in the module's example; flags override them).
@@ -235,6 +262,16 @@ pub struct FileConfig {
     pub reply_path: Option<bool>,
     /// As `--reply-mss`.
     pub reply_mss: Option<u16>,
+    /// As `--reply-allow`.
+    pub reply_allow: Option<Vec<Ipv6Prefix>>,
+    /// As `--allow-clients`.
+    pub allow_clients: Option<Vec<Ipv6Prefix>>,
+    /// As `--allow-next`.
+    pub allow_next: Option<Vec<Ipv6Prefix>>,
+    /// As `--require-hmac`.
+    pub require_hmac: Option<PathBuf>,
+    /// Access rules per SID prefix.
+    pub access: Option<Vec<SidRule>>,
 }
 
 /// Resolved settings.
@@ -295,12 +332,26 @@ impl ProxyArgs {
     /// The state file's path (flag over config file over default), without the rest of the settings:
     /// removing a crashed run's datapath needs nothing else.
     pub fn state_path(&self) -> Result<PathBuf, ConfigError> {
-        let file = match (&self.state, &self.config) {
+        self.path_setting(&self.state, |f| f.state, namespace::default_state)
+    }
+
+    /// The control socket's path, as [`ProxyArgs::state_path`] (to remove a crashed run's socket).
+    pub fn control_path(&self) -> Result<PathBuf, ConfigError> {
+        self.path_setting(&self.control, |f| f.control, namespace::default_control)
+    }
+
+    fn path_setting(
+        &self,
+        flag: &Option<PathBuf>,
+        in_file: impl FnOnce(FileConfig) -> Option<PathBuf>,
+        default: fn() -> PathBuf,
+    ) -> Result<PathBuf, ConfigError> {
+        let file = match (flag, &self.config) {
             (Some(p), _) => return Ok(p.clone()),
-            (None, Some(c)) => read_file(c)?.state,
+            (None, Some(c)) => in_file(read_file(c)?),
             (None, None) => None,
         };
-        Ok(file.unwrap_or_else(|| DEFAULT_STATE.into()))
+        Ok(file.unwrap_or_else(default))
     }
 
     /// Merge flags over the config file over defaults.
@@ -341,10 +392,33 @@ impl ProxyArgs {
         let reply = (self.reply_path || file.reply_path.unwrap_or(false))
             .then(|| self.reply_mss.or(file.reply_mss).unwrap_or(libsrv6sock::reply::DEFAULT_MSS))
             .map(|mss| match mss {
-                536..=1440 => Ok(ReplyPolicy { allow: Vec::new(), mss }),
+                536..=1440 => Ok(ReplyPolicy {
+                    allow: if self.reply_allow.is_empty() {
+                        file.reply_allow.clone().unwrap_or_default()
+                    } else {
+                        self.reply_allow.clone()
+                    },
+                    mss,
+                }),
                 _ => Err(ConfigError::ReplyMss),
             })
             .transpose()?;
+        let list = |flag: &Vec<Ipv6Prefix>, file: Option<Vec<Ipv6Prefix>>| {
+            if flag.is_empty() {
+                file
+            } else {
+                Some(flag.clone())
+            }
+        };
+        let hmac_keys = self.require_hmac.clone().or(file.require_hmac);
+        let access = Access {
+            allow: Allow {
+                clients: list(&self.allow_clients, file.allow_clients),
+                next: list(&self.allow_next, file.allow_next),
+            },
+            rules: file.access.unwrap_or_default(),
+            hmac: hmac_keys.as_deref().map(HmacKeys::from_file).transpose()?,
+        };
         let mut modules = file.modules.unwrap_or_default();
         modules.extend(self.modules.iter().cloned());
         Ok(ProxyConfig {
@@ -357,6 +431,7 @@ impl ProxyArgs {
                 rule_pref: file.rule_pref.unwrap_or(100),
                 nft_table: self.nft_table.clone().or(file.nft_table).unwrap_or_else(|| "srv6pipes".into()),
                 backend: self.backend.or(file.backend).unwrap_or(Backend::Auto),
+                require_hmac: access.hmac.is_some(),
             },
             flow: FlowConfig {
                 prefixes,
@@ -371,13 +446,14 @@ impl ProxyArgs {
                     pipe_size: file.pipe_size.unwrap_or(256 * 1024),
                 },
                 reply,
+                access,
             },
             workers,
-            control: self.control.clone().or(file.control).unwrap_or_else(|| DEFAULT_CONTROL.into()),
+            control: self.control.clone().or(file.control).unwrap_or_else(namespace::default_control),
             modules,
             setup: !self.no_setup && file.setup.unwrap_or(true),
             backlog: file.backlog.unwrap_or(4096),
-            state: self.state.clone().or(file.state).unwrap_or_else(|| DEFAULT_STATE.into()),
+            state: self.state.clone().or(file.state).unwrap_or_else(namespace::default_state),
             takeover: self.takeover,
             drain_timeout: Duration::from_secs(
                 self.drain_timeout.or(file.drain_timeout_s).unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
@@ -408,7 +484,7 @@ mod tests {
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
         assert!(!c.flow.relay.splice);
-        assert_eq!(args.state_path().unwrap(), PathBuf::from(DEFAULT_STATE));
+        assert_eq!(args.state_path().unwrap(), namespace::default_state());
         std::fs::write(&f, "state = \"/tmp/x.state\"\n").unwrap();
         assert_eq!(args.state_path().unwrap(), PathBuf::from("/tmp/x.state"));
         let flag = ProxyArgs { state: Some("/y".into()), ..args.clone() };
@@ -421,6 +497,25 @@ mod tests {
         std::fs::write(&f, "prefixes = [\"fc00:f1::/80\"]\nreply_mss = 100\n").unwrap();
         assert!(matches!(reply.resolve(), Err(ConfigError::ReplyMss)));
         assert!(args.resolve().unwrap().flow.reply.is_none());
+        let keys = dir.join("hmac.keys");
+        std::fs::write(&keys, "7 s3cret\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "prefixes = [\"fc00:f1::/80\"]\nallow_clients = [\"fc00:1::/64\"]\nrequire_hmac = {keys:?}\n\
+                 [[access]]\nsids = \"fc00:f1::2:0:0/96\"\nallow_next = [\"fc00:f2::/80\"]\n"
+            ),
+        )
+        .unwrap();
+        let c = args.resolve().unwrap();
+        let access = &c.flow.access;
+        assert_eq!(access.allow.clients, Some(vec!["fc00:1::/64".parse().unwrap()]));
+        assert_eq!((access.rules.len(), access.hmac.as_ref().and_then(|k| k.get(7))), (1, Some(&b"s3cret"[..])));
+        assert!(c.datapath.require_hmac);
+        let flags = ProxyArgs { allow_clients: vec!["fc00:9::/64".parse().unwrap()], ..args.clone() };
+        assert_eq!(flags.resolve().unwrap().flow.access.allow.clients, Some(vec!["fc00:9::/64".parse().unwrap()]));
+        std::fs::write(&keys, "seven s3cret\n").unwrap();
+        assert!(matches!(args.resolve(), Err(ConfigError::Keys(_))));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(parse_layout("80/16").is_err());
         assert!(parse_layout("80/16/40").is_err());

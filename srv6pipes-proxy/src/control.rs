@@ -185,6 +185,7 @@ mod tests {
                 keep_client_port: true,
                 relay: RelayConfig { buffer_size: 4096, splice: true, pipe_size: 65536 },
                 reply: None,
+                access: Default::default(),
             },
             registry,
             flows: FlowTable::new(2),

@@ -77,6 +77,10 @@ pub struct DatapathConfig {
     pub nft_table: String,
     /// Packet filter.
     pub backend: Backend,
+    /// The proxy verifies SRH HMACs itself (`--require-hmac`): the ingress devices get
+    /// `seg6_require_hmac=-1`, or the kernel would drop every SYN whose key id it has no `ip sr hmac` key for
+    /// (and, with keys, drop bad ones silently instead of the proxy resetting and counting them).
+    pub require_hmac: bool,
 }
 
 /// One piece of the datapath.
@@ -110,6 +114,9 @@ pub enum Step {
         /// The whole table, as `nft -f` reads it.
         ruleset: String,
     },
+    /// The `ip6 mangle` table that an nf_tables-based ip6tables creates with the first chain in it: shared
+    /// by the ip6tables chains of the namespace's proxies, removed (if empty) by the last one.
+    IptablesMangle,
     /// The ip6tables mangle chain of the proxy, and the jump to it from `PREROUTING`.
     IptablesChain {
         /// Chain name.
@@ -161,15 +168,6 @@ impl fmt::Display for Command {
     }
 }
 
-/// What [`install`] does with a step that is already in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum WhenPresent {
-    /// Someone else's (a sysctl at its value, an existing rule or route): leave it, and leave it at exit.
-    Keep,
-    /// A stale copy of ours (a proxy killed without teardown): remove it and install afresh.
-    Replace,
-}
-
 impl Step {
     /// The commands that install it.
     pub fn install(&self) -> Vec<Command> {
@@ -179,6 +177,7 @@ impl Step {
             Step::NftTable { ruleset, .. } => {
                 vec![Command::Run { argv: vec!["nft".into(), "-f".into(), "-".into()], stdin: Some(ruleset.clone()) }]
             }
+            Step::IptablesMangle => vec![],
             Step::IptablesChain { chain, rules } => {
                 let mut v = vec![ip6tables(&["-N", chain])];
                 for r in rules {
@@ -194,7 +193,7 @@ impl Step {
     /// The commands that remove it; none for a sysctl, which [`install`] sets back to the value it found.
     pub fn remove(&self) -> Vec<Command> {
         match self {
-            Step::Sysctl { .. } => vec![],
+            Step::Sysctl { .. } | Step::IptablesMangle => vec![],
             Step::Rule { .. } | Step::LocalRoute { .. } => self.ip_command("del"),
             Step::NftTable { name, .. } => vec![run(&["nft", "delete", "table", "ip6", name])],
             Step::IptablesChain { chain, .. } => vec![
@@ -240,32 +239,51 @@ impl Step {
                 "lo",
             ])?,
             Step::NftTable { name, .. } => succeeds(&["nft", "list", "table", "ip6", name]),
+            // A legacy ip6tables has a mangle table always.
+            Step::IptablesMangle => !nft_based_ip6tables() || succeeds(&["nft", "list", "table", "ip6", "mangle"]),
             Step::IptablesChain { chain, .. } => succeeds(&["ip6tables", "-w", "-t", "mangle", "-S", chain]),
         })
     }
 
-    fn when_present(&self) -> WhenPresent {
-        match self {
-            Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. } => WhenPresent::Keep,
-            Step::NftTable { .. } | Step::IptablesChain { .. } => WhenPresent::Replace,
+    /// Whether proxies of one namespace share it (reference-counted in the namespace's claims): a sysctl at
+    /// its value, the rule or the route in place are left as they are. The others (the nftables table, the
+    /// ip6tables chain) are one proxy's: a copy in place is stale (a proxy killed without teardown) and is
+    /// replaced.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Step::Sysctl { .. } | Step::Rule { .. } | Step::LocalRoute { .. } | Step::IptablesMangle)
+    }
+
+    /// Install it unless it is in place; returns what undoes it (nothing when it was in place).
+    pub fn ensure(&self) -> Result<Vec<Command>, DatapathError> {
+        if self.present()? {
+            tracing::info!("{self}: already in place, left as is");
+            return Ok(vec![]);
         }
+        self.put()
+    }
+
+    /// Install it; returns its undo. A failure removes the part already applied.
+    fn put(&self) -> Result<Vec<Command>, DatapathError> {
+        let undo = self.undo()?;
+        for cmd in self.install() {
+            if let Err(e) = apply(&cmd) {
+                for cmd in &undo {
+                    let _ = apply(cmd);
+                }
+                return Err(e);
+            }
+        }
+        tracing::info!("{self}: installed");
+        Ok(undo)
     }
 
     /// What undoes installing it now: [`Step::remove`], the sysctl's current value, or the cleanup of the
-    /// `ip6 mangle` table that ip6tables-nft is about to create.
+    /// `ip6 mangle` table that ip6tables-nft is about to create (the step is not in place: it is absent).
     fn undo(&self) -> Result<Vec<Command>, DatapathError> {
         let mut undo = self.remove();
         match self {
             Step::Sysctl { key, .. } => undo.push(Command::Sysctl { key: key.clone(), value: read_sysctl(key)? }),
-            Step::IptablesChain { .. } => {
-                let nft_based = Process::new("ip6tables")
-                    .arg("-V")
-                    .output()
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"));
-                if nft_based && !succeeds(&["nft", "list", "table", "ip6", "mangle"]) {
-                    undo.push(Command::DropEmptyMangle);
-                }
-            }
+            Step::IptablesMangle => undo.push(Command::DropEmptyMangle),
             _ => {}
         }
         Ok(undo)
@@ -279,6 +297,7 @@ impl fmt::Display for Step {
             Step::Rule { mark, table, pref } => write!(f, "ip -6 rule fwmark {mark} lookup {table} pref {pref}"),
             Step::LocalRoute { table } => write!(f, "ip -6 route local ::/0 dev lo table {table}"),
             Step::NftTable { name, .. } => write!(f, "nft table ip6 {name}"),
+            Step::IptablesMangle => write!(f, "ip6 mangle table of ip6tables-nft"),
             Step::IptablesChain { chain, .. } => write!(f, "ip6tables mangle chain {chain}"),
         }
     }
@@ -384,17 +403,21 @@ impl DatapathConfig {
         ];
         for d in &self.ingress {
             steps.push(Step::Sysctl { key: format!("net.ipv6.conf.{d}.seg6_enabled"), value: "1".into() });
+            if self.require_hmac {
+                steps.push(Step::Sysctl { key: format!("net.ipv6.conf.{d}.seg6_require_hmac"), value: "-1".into() });
+            }
         }
         steps.push(Step::Rule { mark: self.mark, table: self.table, pref: self.rule_pref });
         steps.push(Step::LocalRoute { table: self.table });
-        steps.push(match backend {
+        match backend {
             Backend::Nft | Backend::Auto => {
-                Step::NftTable { name: self.nft_table.clone(), ruleset: self.nft_ruleset() }
+                steps.push(Step::NftTable { name: self.nft_table.clone(), ruleset: self.nft_ruleset() })
             }
-            Backend::Iptables => {
-                Step::IptablesChain { chain: self.nft_table.to_uppercase(), rules: self.iptables_rules() }
-            }
-        });
+            Backend::Iptables => steps.extend([
+                Step::IptablesMangle,
+                Step::IptablesChain { chain: self.nft_table.to_uppercase(), rules: self.iptables_rules() },
+            ]),
+        }
         // A listener closed by a proxy handing over to its successor (`--takeover`) passes the connections
         // in its accept queue to the successor's listeners of the same SO_REUSEPORT group instead of
         // resetting them (Linux 5.14 and later; older kernels lack the sysctl and only risk that race).
@@ -452,6 +475,11 @@ pub fn apply(cmd: &Command) -> Result<(), DatapathError> {
     }
 }
 
+/// Whether ip6tables is the nf_tables-based one (it makes an `ip6 mangle` nftables table).
+fn nft_based_ip6tables() -> bool {
+    Process::new("ip6tables").arg("-V").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("nf_tables"))
+}
+
 /// Whether `argv` exits with status 0.
 fn succeeds(argv: &[&str]) -> bool {
     works(argv).is_ok()
@@ -507,46 +535,34 @@ impl fmt::Debug for Datapath {
     }
 }
 
-/// Install the datapath of [`DatapathConfig::plan`]; on failure, undo what was already done. `on_change`
-/// is told the undo list after every step installed or removed.
-pub fn install(cfg: &DatapathConfig, on_change: OnChange) -> Result<Datapath, DatapathError> {
-    let steps = cfg.plan(resolve_backend(cfg.backend)?)?;
+/// Install `steps` (of [`DatapathConfig::plan`]); on failure, undo what was already done. `on_change` is
+/// told the undo list after every step installed or removed. Shared steps ([`Step::is_shared`]) in place
+/// are left as they are, others are replaced.
+pub fn install(steps: impl IntoIterator<Item = Step>, on_change: OnChange) -> Result<Datapath, DatapathError> {
     // Everything applied so far is undone by `dp`'s drop if a later step fails.
     let mut dp = Datapath { undo: Vec::new(), on_change };
     for step in steps {
-        if step.present()? {
-            match step.when_present() {
-                WhenPresent::Keep => {
-                    tracing::info!("{step}: already in place, left as is");
-                    continue;
-                }
-                WhenPresent::Replace => {
-                    tracing::warn!("{step} exists (stale?): replacing it");
-                    // Best effort: some parts may be missing; what counts is that it is gone after.
-                    for cmd in step.remove() {
-                        if let Err(e) = apply(&cmd) {
-                            tracing::debug!("{e}");
-                        }
-                    }
-                    if step.present()? {
-                        return Err(DatapathError::Stale(step.to_string()));
+        let undo = if step.is_shared() {
+            step.ensure()?
+        } else {
+            if step.present()? {
+                tracing::warn!("{step} exists (stale?): replacing it");
+                // Best effort: some parts may be missing; what counts is that it is gone after.
+                for cmd in step.remove() {
+                    if let Err(e) = apply(&cmd) {
+                        tracing::debug!("{e}");
                     }
                 }
-            }
-        }
-        let undo = step.undo()?;
-        for cmd in step.install() {
-            if let Err(e) = apply(&cmd) {
-                // Remove the part of this step that was applied; earlier steps go with `dp`.
-                for cmd in &undo {
-                    let _ = apply(cmd);
+                if step.present()? {
+                    return Err(DatapathError::Stale(step.to_string()));
                 }
-                return Err(e);
             }
+            step.put()?
+        };
+        if !undo.is_empty() {
+            dp.undo.push(undo);
+            (dp.on_change)(&dp.undo);
         }
-        tracing::info!("{step}: installed");
-        dp.undo.push(undo);
-        (dp.on_change)(&dp.undo);
     }
     Ok(dp)
 }
@@ -598,6 +614,7 @@ mod tests {
             rule_pref: 100,
             nft_table: "srv6pipes".into(),
             backend: Backend::Nft,
+            require_hmac: false,
         }
     }
 

@@ -11,13 +11,14 @@ use libsrv6sock::attach;
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::prefix::Ipv6Prefix;
 use libsrv6sock::wire::sid::SidLayout;
-use libsrv6sock::wire::srh::{SrhRepr, NEXT_HEADER_NONE};
+use libsrv6sock::wire::srh::{Srh, SrhRepr, NEXT_HEADER_NONE};
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{Downstream, FlowState};
 
+use crate::access::{Access, Denied};
 use crate::lifecycle::{Interrupt, Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
 use crate::relay::{self, Instances, RelayConfig};
@@ -40,6 +41,8 @@ pub struct FlowConfig {
     pub relay: RelayConfig,
     /// `--reply-path`: reply SRHs on client-facing sockets, the MSS clamp, the TLV to the server.
     pub reply: Option<ReplyPolicy>,
+    /// Allowed clients and next segments, required HMAC.
+    pub access: Access,
 }
 
 /// Everything the workers share.
@@ -90,6 +93,9 @@ pub enum Refusal {
     /// The function's spawn failed.
     #[error(transparent)]
     Spawn(#[from] ModuleError),
+    /// The access policy denies it.
+    #[error("access denied: {0}")]
+    Denied(#[from] Denied),
     /// The return-path TLV is malformed or too long (counted as malformed).
     #[error(transparent)]
     ReturnPath(#[from] ReturnError),
@@ -116,13 +122,14 @@ pub struct Route {
     pub function: u64,
     /// Argument bits of the SID.
     pub argument: u64,
-    /// SRH for the outbound leg (segments below our SID, TLVs kept), `None` when only the final
-    /// destination remains.
+    /// SRH for the outbound leg (every segment, the ones visited included, segments left on the one below
+    /// our SID, TLVs kept), `None` when only the final destination remains. The visited segments stay so
+    /// that the hosts further on can check a return path against the forward path (reply steering).
     pub out_srh: Option<Vec<u8>>,
 }
 
 /// Decode the SYN's SRH: our SID is the segment nearest to the start of the path (highest index above 0)
-/// that lies in one of `prefixes`; the segments below it are re-attached. A next segment in our own
+/// that lies in one of `prefixes`; the SRH goes on with segments left on the segment below it. A next segment in our own
 /// prefixes (a final destination included) is refused: the next leg would loop back to this proxy.
 pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) -> Result<Route, Refusal> {
     let bytes = srh.ok_or(Refusal::NoSrh)?;
@@ -139,14 +146,16 @@ pub fn route(srh: Option<&[u8]>, prefixes: &[Ipv6Prefix], layout: &SidLayout) ->
     let sid = srh.segments[me];
     let parts = layout.split(sid);
     let out_srh = if me > 1 {
-        let out = SrhRepr {
+        let mut out = SrhRepr {
             next_header: NEXT_HEADER_NONE,
             segments_left: (me - 1) as u8,
             flags: srh.flags,
             tag: srh.tag,
-            segments: srh.segments[..me].to_vec(),
+            segments: srh.segments.clone(),
             tlvs: srh.tlvs.clone(),
         };
+        // The HMAC covered the whole list: it was checked here (`access`) and would not verify downstream.
+        out.strip_hmac();
         Some(out.to_bytes()?)
     } else {
         None
@@ -249,6 +258,13 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                 Refusal::Full(_) => &c.refused_limit,
                 Refusal::UnknownFunction { .. } => &c.refused_unknown_function,
                 Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
+                Refusal::Denied(d) => match d {
+                    Denied::Client { .. } => &c.refused_client,
+                    Denied::Next { .. } => &c.refused_next,
+                    Denied::HmacMissing => &c.refused_hmac_missing,
+                    Denied::HmacKey(_) => &c.refused_hmac_key,
+                    Denied::HmacWrong(_) => &c.refused_hmac_wrong,
+                },
             };
             ctr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             static LIMIT: LogLimit = LogLimit::new(20);
@@ -273,6 +289,9 @@ fn prepare(
     let srh = range.map(|r| &buf[r]);
     let mut route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
     let cfg = &shared.cfg;
+    // The next leg's destination: the segment after ours, or the final destination.
+    let next = route.out_srh.as_deref().and_then(|b| Srh::new_checked(b).ok()?.active_segment());
+    cfg.access.check(srh.unwrap_or_default(), *client.ip(), route.sid, next.unwrap_or(*server.ip()))?;
     let back = match srh {
         Some(srh) => retpath::plan(srh, *client.ip(), &cfg.prefixes, &cfg.layout, cfg.reply.as_ref())?,
         None => None,
@@ -454,7 +473,7 @@ mod tests {
         let r = route(Some(&bytes), &[p1], &layout).unwrap();
         assert_eq!((r.sid, r.function, r.argument), (sid1, 2, 0x5a));
         let out = SrhRepr::from_bytes(r.out_srh.as_deref().unwrap()).unwrap();
-        assert_eq!(out.segments, vec![a("fc00:4::2"), sid2]);
+        assert_eq!(out.segments, vec![a("fc00:4::2"), sid2, sid1]);
         assert_eq!(out.segments_left, 1);
         assert_eq!(out.return_path(), Some(&[sid2, sid1][..]));
         // Last proxy: no SRH on the outbound leg.

@@ -9,6 +9,8 @@
 //!   ones run on until they end or until the drain's deadline, then the proxy stops as above. In a
 //!   **handover** (a newer process took the datapath over, `--takeover`) the listeners are closed
 //!   instead, so that the newer process's listeners in the same SO_REUSEPORT group get every new SYN.
+//!   A request to hand over changes nothing by itself: it waits for the main loop, which drains only
+//!   once the successor holds the datapath (srv6pipes-proxy(8), STOP, DRAIN AND RESTART).
 //! * **Limits**: at `max_flows` live flows a new one is refused (RST, `refused_limit`); a flow that moves
 //!   no byte during a whole `idle_timeout` is reset (`idle_timeouts`).
 
@@ -57,6 +59,8 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Lifecycle {
     phase: watch::Sender<Phase>,
+    /// A hand-over asked for and not yet taken up by the main loop: its drain's timeout.
+    handover: watch::Sender<Option<Duration>>,
     /// The limits.
     pub limits: Limits,
     /// Deadline of a drain when none is given.
@@ -67,7 +71,13 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Running, with `limits` and a default drain deadline.
     pub fn new(limits: Limits, drain_timeout: Duration) -> Lifecycle {
-        Lifecycle { phase: watch::Sender::new(Phase::Running), limits, drain_timeout, live: AtomicU64::new(0) }
+        Lifecycle {
+            phase: watch::Sender::new(Phase::Running),
+            handover: watch::Sender::new(None),
+            limits,
+            drain_timeout,
+            live: AtomicU64::new(0),
+        }
     }
 
     /// The current phase.
@@ -80,9 +90,38 @@ impl Lifecycle {
         self.phase.subscribe()
     }
 
-    /// Start draining until `timeout` from now (a running drain keeps the earlier deadline; a handover is
-    /// never undone). Returns the phase now in force.
+    /// Start draining until `timeout` from now (a running drain keeps the earlier deadline), or, for a
+    /// `handover`, ask the main loop to offer the datapath to a successor ([`Lifecycle::handover_asked`]):
+    /// the phase changes only once the successor holds it ([`Lifecycle::hand_over`]). Returns the phase
+    /// now in force.
     pub fn drain(&self, timeout: Duration, handover: bool) -> Phase {
+        if handover {
+            self.handover.send_replace(Some(timeout));
+            return self.phase();
+        }
+        self.set_draining(timeout, false)
+    }
+
+    /// Resolves with the drain timeout of a hand-over asked for ([`Lifecycle::drain`]), once per request.
+    pub async fn handover_asked(&self) -> Duration {
+        let mut rx = self.handover.subscribe();
+        let timeout = match rx.wait_for(Option::is_some).await {
+            Ok(t) => *t,
+            Err(_) => None,
+        };
+        self.handover.send_replace(None);
+        match timeout {
+            Some(t) => t,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Drain as a hand-over: a successor holds the datapath; a hand-over is never undone.
+    pub fn hand_over(&self, timeout: Duration) -> Phase {
+        self.set_draining(timeout, true)
+    }
+
+    fn set_draining(&self, timeout: Duration, handover: bool) -> Phase {
         let deadline = Instant::now() + timeout;
         self.phase.send_modify(|p| {
             *p = match *p {
@@ -175,8 +214,10 @@ mod tests {
             panic!("not draining: {:?}", l.phase())
         };
         assert_eq!(l.admit(), Err(Refused::Draining));
+        // A hand-over asked for changes nothing until the main loop hands over.
+        assert_eq!(l.drain(Duration::from_secs(60), true), Phase::Draining { deadline, handover: false });
         // A second drain keeps the earlier deadline and may turn it into a handover.
-        assert_eq!(l.drain(Duration::from_secs(60), true), Phase::Draining { deadline, handover: true });
+        assert_eq!(l.hand_over(Duration::from_secs(60)), Phase::Draining { deadline, handover: true });
         l.stop();
         assert_eq!(l.drain(Duration::from_secs(1), false), Phase::Stopping);
     }

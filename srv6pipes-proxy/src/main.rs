@@ -1,5 +1,6 @@
 //! `srv6pipes-proxy`: run the proxy, print its datapath, or talk to a running one.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,9 +12,11 @@ use srv6pipes_api::control::{
     decode_reply, exchange, ControlError, DrainReply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply,
     UnloadReply, VersionReply,
 };
-use srv6pipes_proxy::config::{ProxyArgs, DEFAULT_CONTROL};
+use srv6pipes_proxy::config::ProxyArgs;
 use srv6pipes_proxy::datapath::{self, Step};
-use srv6pipes_proxy::state::{self, StateFile};
+use srv6pipes_proxy::namespace;
+use srv6pipes_proxy::ownership::{self, OwnershipError};
+use srv6pipes_proxy::proxy::RunError;
 
 /// Transparent SR-aware TCP proxy: terminates flows steered to its function SIDs, runs the function on
 /// the bytestream and opens the next leg as the client.
@@ -37,7 +40,8 @@ enum Cmd {
         #[arg(long)]
         print: bool,
         /// With --print, also print the commands that remove the datapath; alone, remove what the state
-        /// file records (the datapath of a proxy that crashed) and the file.
+        /// file records (the datapath of a proxy that crashed) and the file, and release the shared
+        /// pieces of every dead proxy of the namespace.
         #[arg(long)]
         teardown: bool,
         #[command(flatten)]
@@ -45,9 +49,10 @@ enum Cmd {
     },
     /// Talk to a running proxy through its control socket.
     Ctl {
-        /// Control socket path.
-        #[arg(long, short = 's', value_name = "PATH", default_value = DEFAULT_CONTROL)]
-        control: PathBuf,
+        /// Control socket path [default: /run/srv6pipes/netns-INODE/proxy.sock, INODE: this network
+        /// namespace's].
+        #[arg(long, short = 's', value_name = "PATH")]
+        control: Option<PathBuf>,
         /// Print the raw JSON reply.
         #[arg(long)]
         json: bool,
@@ -181,7 +186,8 @@ fn print_modules(r: ModulesReply) {
     }
 }
 
-fn ctl(control: PathBuf, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
+fn ctl(control: Option<PathBuf>, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitCode> {
+    let control = control.unwrap_or_else(namespace::default_control);
     let req = match &cmd {
         CtlCmd::Flows => Request::Flows,
         CtlCmd::Stats => Request::Stats,
@@ -233,26 +239,29 @@ fn print_setup(proxy: &ProxyArgs, teardown: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `setup --teardown`: apply the undo recorded in the state file (sysctls back to the values found before
-/// the proxy started), then remove the file. Refused while the recorded proxy runs.
+/// `setup --teardown`: remove what the proxy of the state file left (sysctls back to the values found
+/// before the first proxy of the namespace started), then the file; also what every other dead proxy of
+/// the namespace left. Refused while the state file's owner runs.
 fn teardown(proxy: &ProxyArgs) -> anyhow::Result<ExitCode> {
     let path = proxy.state_path().context("configuration")?;
-    let file = StateFile::new(&path);
-    let Some(rec) = file.load()? else {
-        eprintln!(
-            "srv6pipes-proxy: nothing recorded in {}; `setup --print --teardown` shows the removal commands",
-            path.display()
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    if !rec.here() {
-        anyhow::bail!("{} describes another network namespace: run this there", path.display());
+    if ownership::teardown(&path)? {
+        // The dead proxy's control socket (nobody answers on it), then the namespace's directory if empty.
+        let control = proxy.control_path().context("configuration")?;
+        let socket = std::fs::symlink_metadata(&control).is_ok_and(|m| m.file_type().is_socket());
+        if socket && std::os::unix::net::UnixStream::connect(&control).is_err() {
+            let _ = std::fs::remove_file(&control);
+        }
+        if let Ok(ns) = namespace::Namespace::current() {
+            let _ = std::fs::remove_dir(ns.dir());
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    if state::alive(rec.pid) {
-        anyhow::bail!("process {} owns this datapath; stop it (SIGTERM) instead", rec.pid);
-    }
-    datapath::Datapath::adopt(rec.undo, file.recorder()).teardown();
-    Ok(ExitCode::SUCCESS)
+    eprintln!(
+        "srv6pipes-proxy: nothing recorded in {} nor by a dead proxy of this network namespace; \
+         `setup --print --teardown` shows the removal commands",
+        path.display()
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 /// Run the proxy until a signal.
@@ -285,7 +294,16 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("srv6pipes-proxy: {e:#}");
-            ExitCode::FAILURE
+            let taken = e.downcast_ref::<OwnershipError>().or(match e.downcast_ref::<RunError>() {
+                Some(RunError::Ownership(o)) => Some(o),
+                _ => None,
+            });
+            // Another live proxy holds what was asked for: a status of its own for scripts.
+            if taken.is_some_and(OwnershipError::is_taken) {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -54,6 +54,11 @@ pub fn render(s: &Stats) -> String {
             ("{reason=\"own_sid\"}", s.refused_own_sid),
             ("{reason=\"draining\"}", s.refused_draining),
             ("{reason=\"limit\"}", s.refused_limit),
+            ("{reason=\"client\"}", s.refused_client),
+            ("{reason=\"next\"}", s.refused_next),
+            ("{reason=\"hmac_missing\"}", s.refused_hmac_missing),
+            ("{reason=\"hmac_key\"}", s.refused_hmac_key),
+            ("{reason=\"hmac_wrong\"}", s.refused_hmac_wrong),
         ],
     );
     one("connect_failed", Kind::Counter, "Outbound connections that failed.", &[("", s.connect_failed)]);
@@ -154,6 +159,11 @@ mod tests {
             refused_own_sid: 10,
             refused_draining: 11,
             refused_limit: 12,
+            refused_client: 20,
+            refused_next: 21,
+            refused_hmac_missing: 22,
+            refused_hmac_key: 23,
+            refused_hmac_wrong: 24,
             idle_timeouts: 13,
             flows_stopped: 14,
             connect_failed: 15,
@@ -171,7 +181,7 @@ mod tests {
             .collect();
         let mut sorted = values.clone();
         sorted.sort_unstable();
-        assert_eq!(sorted, (1..=19).collect::<Vec<u64>>(), "{text}");
+        assert_eq!(sorted, (1..=24).collect::<Vec<u64>>(), "{text}");
         assert!(text.contains("# TYPE srv6pipes_proxy_flows_refused_total counter\n"));
         assert!(text.contains("srv6pipes_proxy_flows_refused_total{reason=\"own_sid\"} 10\n"));
         assert!(text.contains("# TYPE srv6pipes_proxy_flows_active gauge\nsrv6pipes_proxy_flows_active 3\n"));

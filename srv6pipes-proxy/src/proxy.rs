@@ -7,17 +7,26 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use srv6pipes_api::control::{DrainReply, Request};
-
 use crate::config::ProxyConfig;
 use crate::control::BindError;
-use crate::datapath::{Datapath, DatapathError};
 use crate::flow::{self, Shared};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::module::{ModuleError, Registry};
-use crate::state::{self, StateError, StateFile};
+use crate::namespace::Namespace;
+use crate::ownership::{self, Owned, OwnershipError, Start};
 use crate::stats::FlowTable;
-use crate::{builtin, control, datapath, metrics, relay, replysteer, timewait};
+use crate::{builtin, control, metrics, relay, replysteer, timewait};
+
+/// Who owns the datapath this process serves.
+#[derive(Debug)]
+enum Owner {
+    /// This process.
+    Owned(Owned),
+    /// A successor took it over (`--takeover`).
+    HandedOver,
+    /// The operator (`--no-setup`).
+    Operator,
+}
 
 /// Why the proxy could not start, or stopped other than by a signal.
 #[derive(Debug, thiserror::Error)]
@@ -44,43 +53,18 @@ pub enum RunError {
         /// Why.
         source: io::Error,
     },
-    /// The datapath could not be installed (what was installed is removed).
-    #[error("installing the datapath (use --no-setup to manage it yourself)")]
-    Datapath(#[from] DatapathError),
+    /// The datapath is not ours to install, or installing it failed (what was installed is removed).
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     /// The control socket could not be bound.
     #[error(transparent)]
     Control(#[from] BindError),
     /// A worker thread could not be started.
     #[error("starting a worker thread: {0}")]
     Thread(io::Error),
-    /// The state file cannot be used.
-    #[error(transparent)]
-    State(#[from] StateError),
     /// `--reply-path`'s reply steering could not be attached.
     #[error("attaching reply steering (--reply-path)")]
     ReplySteer(#[source] srv6pipes_steer::SteerError),
-    /// Another live proxy owns the datapath of the state file.
-    #[error("process {pid} owns the datapath recorded in {}: stop it, or start with --takeover", path.display())]
-    Owned {
-        /// Its pid.
-        pid: u32,
-        /// The state file.
-        path: PathBuf,
-    },
-    /// A live proxy of another network namespace uses the state file.
-    #[error("process {pid} of another network namespace uses the state file {}: give --state", path.display())]
-    OtherNamespace {
-        /// Its pid.
-        pid: u32,
-        /// The state file.
-        path: PathBuf,
-    },
-    /// `--takeover` found no live proxy to take over from.
-    #[error("--takeover: no running proxy recorded in {}", .0.display())]
-    NothingToTakeOver(PathBuf),
-    /// The proxy taken over from did not accept to drain.
-    #[error("--takeover: asking the running proxy to drain: {0}")]
-    Handover(String),
     /// The metrics endpoint could not be bound.
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
@@ -189,46 +173,20 @@ pub fn run(cfg: ProxyConfig) -> Result<(), RunError> {
     rt.block_on(run_main(cfg, nofile.saturating_sub(64) / 4))
 }
 
-/// Set up the datapath as the state file says: adopt a live owner's (takeover), remove a dead one's
-/// leftovers, then install.
-fn datapath_from_state(cfg: &ProxyConfig) -> Result<(Datapath, Option<u32>), RunError> {
-    let file = StateFile::new(&cfg.state);
-    let previous = match file.load()? {
-        Some(rec) if !rec.here() => {
-            if state::alive(rec.pid) {
-                return Err(RunError::OtherNamespace { pid: rec.pid, path: cfg.state.clone() });
-            }
-            tracing::warn!(pid = rec.pid, "the state file describes another network namespace: ignored");
-            None
-        }
-        other => other,
+/// Each worker's listener and the metrics endpoint's.
+fn listen(cfg: &ProxyConfig) -> Result<(Vec<std::net::TcpListener>, Option<tokio::net::TcpListener>), RunError> {
+    let port = cfg.datapath.port;
+    let listeners = (0..cfg.workers)
+        .map(|_| {
+            flow::listener(port, cfg.backlog, cfg.flow.reply.as_ref().map(|r| r.mss))
+                .map_err(|source| RunError::Listener { port, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = match cfg.metrics {
+        Some(addr) => Some(metrics::listener(addr).map_err(|source| RunError::Metrics { addr, source })?),
+        None => None,
     };
-    match previous {
-        Some(rec) if state::alive(rec.pid) => {
-            if !cfg.takeover {
-                return Err(RunError::Owned { pid: rec.pid, path: cfg.state.clone() });
-            }
-            tracing::info!(pid = rec.pid, "taking over the datapath of the running proxy");
-            Ok((Datapath::adopt(rec.undo, file.recorder()), Some(rec.pid)))
-        }
-        _ if cfg.takeover => Err(RunError::NothingToTakeOver(cfg.state.clone())),
-        Some(rec) => {
-            tracing::warn!(
-                pid = rec.pid,
-                state = %cfg.state.display(),
-                "a proxy that is gone left its datapath: removing its leftovers"
-            );
-            Datapath::adopt(rec.undo, file.clone().recorder()).teardown();
-            Ok((datapath::install(&cfg.datapath, file.recorder())?, None))
-        }
-        None => Ok((datapath::install(&cfg.datapath, file.recorder())?, None)),
-    }
-}
-
-/// Ask the proxy answering on `control` to drain and leave the datapath to us.
-fn hand_over(control: &std::path::Path, drain: Duration) -> Result<DrainReply, RunError> {
-    let req = Request::Drain { timeout_s: Some(drain.as_secs()), handover: true };
-    srv6pipes_api::control::call(control, &req, Duration::from_secs(10)).map_err(|e| RunError::Handover(e.to_string()))
+    Ok((listeners, metrics))
 }
 
 /// Resolves once a drain is over: no flow left, or its deadline passed.
@@ -258,38 +216,50 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     let life = Lifecycle::new(cfg.limits(default_max_flows), cfg.drain_timeout);
     let shared = Arc::new(Shared { cfg: cfg.flow.clone(), registry, flows: FlowTable::new(cfg.workers), life });
 
-    // Listeners before the datapath: steered SYNs must find a socket. In a takeover they join the
-    // running proxy's SO_REUSEPORT group, so the datapath always has a listener.
-    let mut listeners = Vec::with_capacity(cfg.workers);
-    for _ in 0..cfg.workers {
-        let port = cfg.datapath.port;
-        listeners.push(
-            flow::listener(port, cfg.backlog, cfg.flow.reply.as_ref().map(|r| r.mss))
-                .map_err(|source| RunError::Listener { port, source })?,
-        );
-    }
-    let metrics = match cfg.metrics {
-        Some(addr) => Some(metrics::listener(addr).map_err(|source| RunError::Metrics { addr, source })?),
-        None => None,
-    };
-    let (mut dp, previous_owner) = if cfg.setup {
-        let (dp, owner) = datapath_from_state(&cfg)?;
-        (Some(dp), owner)
+    // Ownership first: a proxy refused (port, prefix, table or rule of another live proxy) must not
+    // join that proxy's SO_REUSEPORT group even briefly.
+    let start = if cfg.setup {
+        Some(ownership::start(&cfg)?)
     } else {
         tracing::info!("--no-setup: datapath left to the operator");
-        (None, None)
+        None
     };
-    if previous_owner.is_some() {
-        let r = hand_over(&cfg.control, cfg.drain_timeout)?;
-        tracing::info!(flows = r.flows_active, "the previous proxy drains its flows");
-    }
+    // Listeners before the datapath: steered SYNs must find a socket. In a takeover they join the
+    // running proxy's SO_REUSEPORT group, so the datapath always has a listener.
+    let (listeners, metrics) = match listen(&cfg) {
+        Ok(l) => l,
+        Err(e) => {
+            if let Some(Start::Owned(o)) = start {
+                o.exit();
+            }
+            return Err(e);
+        }
+    };
+    let takeover = matches!(start, Some(Start::Adopted(_)));
+    let mut owner = match start {
+        Some(Start::Owned(o)) => Owner::Owned(o),
+        Some(Start::Adopted(a)) => {
+            let (o, r) = a.take_over(&cfg.control, cfg.drain_timeout)?;
+            tracing::info!(flows = r.flows_active, "the previous proxy drains its flows");
+            Owner::Owned(o)
+        }
+        None => Owner::Operator,
+    };
 
     let steer = match &cfg.flow.reply {
-        Some(_) => Some(replysteer::attach(&cfg.datapath).map_err(RunError::ReplySteer)?),
+        Some(reply) => Some(replysteer::attach(&cfg.datapath, &reply.allow).map_err(RunError::ReplySteer)?),
         None => None,
     };
     // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).
-    let ctl = control::bind(&cfg.control, previous_owner.is_some())?;
+    let ctl = match control::bind(&cfg.control, takeover) {
+        Ok(c) => c,
+        Err(e) => {
+            if let Owner::Owned(o) = owner {
+                o.exit();
+            }
+            return Err(e.into());
+        }
+    };
     let _ctl_file = control::RemoveOnDrop::new(&cfg.control);
 
     let (died_tx, mut died_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
@@ -312,6 +282,12 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     if let Some(l) = metrics {
         tokio::spawn(metrics::serve(l, shared.clone()));
     }
+    if cfg.flow.access.is_open() {
+        tracing::warn!(
+            "open relay: any client may use these SIDs towards any next segment; \
+             close it with --allow-clients, --allow-next or --require-hmac (srv6pipes-proxy(8), ACCESS CONTROL)"
+        );
+    }
     tracing::info!(
         port = cfg.datapath.port,
         prefixes = ?cfg.datapath.prefixes.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
@@ -331,6 +307,28 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
                 shared.life.drain(cfg.drain_timeout, false);
             }
             _ = sighup.recv() => { tracing::info!("SIGHUP ignored (use the control socket to load modules)"); }
+            timeout = shared.life.handover_asked() => {
+                let mut failed = None;
+                owner = match owner {
+                    Owner::Owned(o) => match tokio::task::spawn_blocking(move || o.hand_over()).await {
+                        Ok(Ok(())) => Owner::HandedOver,
+                        Ok(Err(o)) => Owner::Owned(o),
+                        // The datapath went with the task's unwinding.
+                        Err(e) => {
+                            failed = Some(e);
+                            Owner::Operator
+                        }
+                    },
+                    other => other,
+                };
+                if let Some(e) = failed {
+                    break Err(RunError::Runtime(io::Error::other(format!("hand-over: {e}"))));
+                }
+                if !matches!(owner, Owner::Owned(_)) {
+                    tracing::info!(flows = shared.life.live(), "handing over: draining within {timeout:?}");
+                    shared.life.hand_over(timeout);
+                }
+            }
             () = drained(&shared) => { tracing::info!(flows = shared.life.live(), "drain over: stopping"); break Ok(()); }
             Some((idx, why)) = died_rx.recv() => {
                 tracing::error!(worker = idx, "worker died: {why}");
@@ -354,15 +352,16 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
             tracing::info!(?c, "reply steering detached");
         }
     }
-    if let Some(dp) = dp.take() {
-        match StateFile::new(&cfg.state).owner() {
-            Some(pid) if pid != std::process::id() => {
-                tracing::info!(pid, "the datapath belongs to a newer proxy now: left in place");
-                dp.release();
-            }
-            _ => drop(dp),
-        }
+    match owner {
+        Owner::Owned(o) => o.exit(),
+        Owner::HandedOver => tracing::info!("the datapath belongs to a newer proxy now: left in place"),
+        Owner::Operator => {}
     }
-    // `_ctl_file` drops here: the socket file is deleted if it is still ours. Worker threads are detached.
+    // The socket file is deleted if it is still ours, then the namespace's directory if it is empty now.
+    drop(_ctl_file);
+    if let Ok(ns) = Namespace::current() {
+        let _ = std::fs::remove_dir(ns.dir());
+    }
+    // Worker threads are detached.
     result
 }

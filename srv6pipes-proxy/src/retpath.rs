@@ -78,7 +78,8 @@ pub fn plan(
 /// For the last proxy of a path: the SRH of the outbound leg that carries the SYN's TLVs to `server`
 /// (the SYN's segments with `server` first, segments left 0), or `None` when the SYN had no return path.
 pub fn server_srh(syn: &[u8], server: Ipv6Addr) -> Result<Option<Vec<u8>>, ReturnError> {
-    let srh = SrhRepr::from_bytes(syn)?;
+    let mut srh = SrhRepr::from_bytes(syn)?;
+    srh.strip_hmac();
     if srh.return_path().is_none() {
         return Ok(None);
     }

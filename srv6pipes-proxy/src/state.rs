@@ -1,13 +1,11 @@
-//! The state file (default `/run/srv6pipes-proxy.state`): which process owns the datapath and the undo
-//! of every step it installed ([`crate::datapath::Datapath`]'s undo list, derived from the plan), kept up
-//! to date after each step installed or removed and deleted once everything is removed.
+//! The state file (default `/run/srv6pipes/netns-INODE/proxy.state`, `crate::namespace`): the undo of
+//! every step of the datapath its owner installed for itself alone ([`crate::datapath::Datapath`]'s undo
+//! list), kept up to date after each step installed or removed and deleted once everything is removed.
+//! The pieces shared with other proxies of the namespace are in `crate::claims`.
 //!
-//! * a start that finds the file of a dead process (a crash, `kill -9`) removes that run's leftovers with
-//!   the recorded undo (sysctls back to the values found before it) and installs afresh;
-//! * a start that finds a live owner refuses, unless `--takeover`: then it adopts the record, writes its
-//!   own pid and asks the owner to drain; the old owner, seeing another pid in the file at exit, leaves
-//!   the datapath in place;
-//! * `setup --teardown` applies the recorded undo by hand.
+//! Its owner is the process holding the lock file beside it (`STATE.lock`, [`crate::lockfile`]); only the
+//! owner writes the file. srv6pipes-proxy(8), OWNERSHIP, says what a start, a takeover, an exit and
+//! `setup --teardown` do with it.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -15,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::datapath::{Command, OnChange};
+use crate::namespace::Namespace;
 
 /// The file's content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +24,9 @@ pub struct Record {
     /// another namespace (a state path shared by proxies in several namespaces) is not ours to undo.
     #[serde(default)]
     pub netns: Option<u64>,
+    /// That namespace's cookie (inodes are reused once a namespace is gone).
+    #[serde(default)]
+    pub netns_cookie: Option<u64>,
     /// The undo of each installed step, oldest first (applied newest first).
     pub undo: Vec<Vec<Command>>,
 }
@@ -32,19 +34,14 @@ pub struct Record {
 impl Record {
     /// This process's record of `undo`.
     pub fn ours(undo: Vec<Vec<Command>>) -> Record {
-        Record { pid: std::process::id(), netns: current_netns(), undo }
+        let ns = Namespace::current().ok();
+        Record { pid: std::process::id(), netns: ns.map(|n| n.inode), netns_cookie: ns.and_then(|n| n.cookie), undo }
     }
 
     /// Whether it describes this process's network namespace (a record without one is taken as such).
     pub fn here(&self) -> bool {
-        self.netns.is_none() || self.netns == current_netns()
+        Namespace::current().map_or(true, |ns| ns.is(self.netns, self.netns_cookie))
     }
-}
-
-/// The inode of this process's network namespace.
-pub fn current_netns() -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/net").ok().map(|m| m.ino())
 }
 
 /// Why the state file cannot be used.
@@ -83,6 +80,13 @@ impl StateFile {
     /// Its path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The path of its lock file: the file's owner holds it.
+    pub fn lock_path(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".lock");
+        p.into()
     }
 
     fn io(&self) -> impl FnOnce(io::Error) -> StateError + '_ {
@@ -133,21 +137,6 @@ impl StateFile {
             }
         })
     }
-
-    /// The owner recorded now, if any (an unreadable file counts as no owner).
-    pub fn owner(&self) -> Option<u32> {
-        self.load().ok().flatten().map(|r| r.pid)
-    }
-}
-
-/// Whether process `pid` exists (another process than this one).
-pub fn alive(pid: u32) -> bool {
-    if pid == std::process::id() || pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
-    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
-    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 #[cfg(test)]
@@ -161,7 +150,8 @@ mod tests {
         assert_eq!(f.load().unwrap(), None);
         let rec = Record {
             pid: 42,
-            netns: current_netns(),
+            netns: Namespace::current().ok().map(|n| n.inode),
+            netns_cookie: None,
             undo: vec![
                 vec![Command::Sysctl { key: "net.ipv6.conf.all.forwarding".into(), value: "0".into() }],
                 vec![Command::Run { argv: vec!["nft".into(), "delete".into()], stdin: None }, Command::DropEmptyMangle],
@@ -169,14 +159,12 @@ mod tests {
         };
         f.store(&rec).unwrap();
         assert_eq!(f.load().unwrap(), Some(rec.clone()));
-        assert_eq!(f.owner(), Some(42));
+        assert_eq!(f.lock_path(), dir.join("sub/p.state.lock"));
         assert!(rec.here() && !Record { netns: Some(1), ..rec.clone() }.here());
         f.store(&Record { undo: vec![], ..rec }).unwrap();
         assert!(!f.path().exists());
         std::fs::write(f.path(), "{not json").unwrap();
         assert!(matches!(f.load(), Err(StateError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(!alive(std::process::id()) && !alive(0));
-        assert!(alive(1));
     }
 }

@@ -95,6 +95,16 @@ pub struct Counters {
     pub refused_draining: AtomicU64,
     /// Refused: at the flow or descriptor limit.
     pub refused_limit: AtomicU64,
+    /// Refused: client outside the allowed prefixes.
+    pub refused_client: AtomicU64,
+    /// Refused: next segment or destination outside the allowed prefixes.
+    pub refused_next: AtomicU64,
+    /// Refused: no HMAC TLV.
+    pub refused_hmac_missing: AtomicU64,
+    /// Refused: HMAC key id not in the key file.
+    pub refused_hmac_key: AtomicU64,
+    /// Refused: HMAC does not verify.
+    pub refused_hmac_wrong: AtomicU64,
     /// Flows reset after the idle timeout.
     pub idle_timeouts: AtomicU64,
     /// Flows reset because the proxy stopped.
@@ -228,7 +238,12 @@ impl FlowTable {
                 + g(&c.refused_spawn)
                 + g(&c.refused_own_sid)
                 + g(&c.refused_draining)
-                + g(&c.refused_limit),
+                + g(&c.refused_limit)
+                + g(&c.refused_client)
+                + g(&c.refused_next)
+                + g(&c.refused_hmac_missing)
+                + g(&c.refused_hmac_key)
+                + g(&c.refused_hmac_wrong),
             refused_no_srh: g(&c.refused_no_srh),
             refused_malformed: g(&c.refused_malformed),
             refused_not_ours: g(&c.refused_not_ours),
@@ -237,6 +252,11 @@ impl FlowTable {
             refused_own_sid: g(&c.refused_own_sid),
             refused_draining: g(&c.refused_draining),
             refused_limit: g(&c.refused_limit),
+            refused_client: g(&c.refused_client),
+            refused_next: g(&c.refused_next),
+            refused_hmac_missing: g(&c.refused_hmac_missing),
+            refused_hmac_key: g(&c.refused_hmac_key),
+            refused_hmac_wrong: g(&c.refused_hmac_wrong),
             idle_timeouts: g(&c.idle_timeouts),
             flows_stopped: g(&c.flows_stopped),
             connect_failed: g(&c.connect_failed),

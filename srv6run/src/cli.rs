@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::hmac::{parse_hmac_key, HmacKey};
+
 use clap::Parser;
 use libsrv6sock::policy::{FailMode, Proto};
 
@@ -34,6 +36,13 @@ pub struct Cli {
     /// /etc/srv6pipes/policy.toml.
     #[arg(short, long, value_name = "FILE", env = "SRV6_POLICY")]
     pub policy: Option<PathBuf>,
+
+    /// Authenticate every steered SYN with an SRH HMAC TLV (RFC 8754) under key KEYID: the SRH gets the H
+    /// flag and the kernel computes the HMAC-SHA256 on send with the key `ip sr hmac` configured in this
+    /// network namespace. With FILE (a key file, lines of KEYID SECRET), srv6run configures that key first
+    /// if the namespace has none under KEYID (needs root; it stays configured).
+    #[arg(long, value_name = "KEYID[:FILE]", value_parser = parse_hmac_key)]
+    pub hmac_key: Option<HmacKey>,
 
     /// What a socket does when its path cannot be attached: open (go on without SRH) or closed (the call
     /// fails). Default: the policy file's, else open.

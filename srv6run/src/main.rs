@@ -3,6 +3,7 @@
 mod agent;
 mod cli;
 mod explain;
+mod hmac;
 mod kernel;
 mod preload;
 mod program;
@@ -67,6 +68,9 @@ fn shim_env(cli: &Cli) -> Result<HashMap<&'static str, String>> {
     }
     if let Some(m) = cli.reply_mss {
         env.insert(reply::ENV_REPLY_MSS, m.to_string());
+    }
+    if let Some(k) = &cli.hmac_key {
+        env.insert(policy::ENV_HMAC_KEY, k.id.to_string());
     }
     if let Some(l) = &cli.log {
         // The program may change directory: give the shim an absolute path.
@@ -165,6 +169,9 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         eprintln!("srv6run: warning: no --segs and no policy rules: {} runs unsteered", cli.command[0]);
     }
 
+    if let Some(key) = &cli.hmac_key {
+        hmac::ensure_key(key).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+    }
     let name = &cli.command[0];
     let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
     let (mode, _) = choose_mode(&cli, &path).map_err(|e| (EXIT_CANNOT_RUN, e))?;

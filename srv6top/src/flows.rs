@@ -219,6 +219,15 @@ impl Flow {
         self.srh().and_then(SrhRepr::return_path)
     }
 
+    /// The waypoints the replies are steered along (SRH order), when the last reply SRH carries the return
+    /// path as a replying host steers it: the client first, then the TLV's first waypoints (a proxy sends
+    /// only those after its own SID). `None`: replies not seen with such an SRH.
+    pub fn steered_via(&self) -> Option<&[Ipv6Addr]> {
+        let path = self.return_path()?;
+        let (client, waypoints) = self.return_srh()?.segments.split_first()?;
+        (*client == self.key.client.0 && !waypoints.is_empty() && path.starts_with(waypoints)).then_some(waypoints)
+    }
+
     /// Wire bytes both ways.
     pub fn bytes(&self) -> u64 {
         self.up.bytes + self.down.bytes
@@ -524,6 +533,28 @@ pub(crate) mod tests {
         assert_eq!(f.return_path().unwrap(), &[a("fc00:f1::2:0:5a"), a("fc00:f2::2:0:5a")]);
         assert_eq!(f.first_packets.len(), 4);
         assert_eq!(t.totals().srv6, 2);
+        assert_eq!(f.steered_via(), None);
+    }
+
+    #[test]
+    fn replies_carrying_the_return_path_are_steered() {
+        let mut t = FlowTable::new(100);
+        let segs = ["fc00:4::2", "fc00:f2::2:0:5a", "fc00:f1::2:0:5a"];
+        let rp = ["fc00:f1::2:0:5a", "fc00:f2::2:0:5a"];
+        t.observe(Frame::Ipv6(with_srh(tcp(10, "fc00:1::1", 40000, "::", 80, SYN, 0), &segs, 2, &rp)));
+        // The server's SYN-ACK with [client, p1, p2], towards p2.
+        let back = ["fc00:1::1", "fc00:f1::2:0:5a", "fc00:f2::2:0:5a"];
+        let mut synack = with_srh(tcp(10, "fc00:4::2", 80, "::", 40000, SYNACK, 0), &back, 2, &[]);
+        synack.src = a("fc00:4::2");
+        t.observe(Frame::Ipv6(synack));
+        assert_eq!(t.len(), 1);
+        let f = t.flows().next().unwrap();
+        assert_eq!(f.steered_via().unwrap(), &[a("fc00:f1::2:0:5a"), a("fc00:f2::2:0:5a")]);
+        // An SRH that is not the return path is not steering.
+        let mut other = with_srh(tcp(11, "fc00:4::2", 80, "::", 40000, ACK, 10), &["fc00:1::1", "fc00:e2::1"], 1, &[]);
+        other.src = a("fc00:4::2");
+        t.observe(Frame::Ipv6(other));
+        assert_eq!(t.flows().next().unwrap().steered_via(), None);
     }
 
     #[test]

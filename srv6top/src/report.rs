@@ -53,6 +53,8 @@ pub struct FlowReport {
     pub return_path: Option<Vec<Ipv6Addr>>,
     /// The SRH seen on replies, in SRH order.
     pub return_segments: Option<Vec<Ipv6Addr>>,
+    /// The waypoints replies are steered along (the reply SRH carries the return path), SRH order.
+    pub steered_via: Option<Vec<Ipv6Addr>>,
     /// Client to server.
     pub up: DirReport,
     /// Server to client.
@@ -178,6 +180,7 @@ fn flow(app: &App, f: &Flow, now: Duration) -> FlowReport {
         functions,
         return_path: f.return_path().map(<[Ipv6Addr]>::to_vec),
         return_segments: f.return_srh().map(|s| s.segments.clone()),
+        steered_via: f.steered_via().map(<[Ipv6Addr]>::to_vec),
         up: dir(Direction::Up),
         down: dir(Direction::Down),
         state: f.state,

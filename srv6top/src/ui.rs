@@ -138,6 +138,9 @@ fn draw_flows(f: &mut Frame, app: &App, now: Duration, area: Rect) {
             .map(|c| c.to_string())
             .collect();
         let ret = match (flow.return_path(), flow.return_srh()) {
+            (Some(_), _) if flow.steered_via().is_some() => {
+                format!("steered:{}", flow.steered_via().map_or(0, <[Ipv6Addr]>::len))
+            }
             (Some(p), _) => format!("tlv:{}", p.len()),
             (None, Some(_)) => String::from("srh"),
             (None, None) => String::from("-"),

@@ -258,6 +258,12 @@ fn delete_namespace(ns: &str) {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+    // What srv6pipes-proxy keeps for the namespace (a proxy killed above leaves it): it is named after the
+    // inode, which the next namespace may get.
+    if let Ok(m) = std::fs::metadata(format!("/run/netns/{ns}")) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::fs::remove_dir_all(format!("/run/srv6pipes/netns-{}", m.ino()));
+    }
     let _ = Cmd::new(["ip", "netns", "del", ns]).timeout(SETUP_TIMEOUT).output();
     let _ = std::fs::remove_dir_all(etc_dir(ns));
 }

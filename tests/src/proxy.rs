@@ -1,5 +1,6 @@
 //! A running `srv6pipes-proxy` in a host of a topology, and its control socket.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -33,15 +34,48 @@ impl Proxy {
 
     /// As [`Proxy::start`], with the ingress devices `ingress` (comma-separated).
     pub fn start_on(net: &Net, host: &str, prefix: &str, port: u16, ingress: &str, extra: &[&str]) -> Result<Proxy> {
-        let control = net.dir().join(format!("{host}.sock"));
-        let state = net.dir().join(format!("{host}.state"));
+        Proxy::start_as(net, host, host, prefix, port, ingress, extra)
+    }
+
+    /// As [`Proxy::start_on`], its control socket and state file named `name` (a second proxy in the host).
+    pub fn start_as(
+        net: &Net,
+        host: &str,
+        name: &str,
+        prefix: &str,
+        port: u16,
+        ingress: &str,
+        extra: &[&str],
+    ) -> Result<Proxy> {
+        let control = net.dir().join(format!("{name}.sock"));
+        let state = net.dir().join(format!("{name}.state"));
+        let paths = [OsString::from("--control"), control.clone().into(), "--state".into(), state.clone().into()];
+        Proxy::spawn(net, host, prefix, port, ingress, &paths, extra, control, state)
+    }
+
+    /// As [`Proxy::start`] with no path option: the control socket and state file are the defaults of the
+    /// host's network namespace, `/run/srv6pipes/netns-INODE/proxy.{sock,state}`.
+    pub fn start_default(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
+        let dir = namespace_dir(net, host)?;
+        Proxy::spawn(net, host, prefix, port, "eth0,eth1", &[], extra, dir.join("proxy.sock"), dir.join("proxy.state"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        net: &Net,
+        host: &str,
+        prefix: &str,
+        port: u16,
+        ingress: &str,
+        paths: &[OsString],
+        extra: &[&str],
+        control: PathBuf,
+        state: PathBuf,
+    ) -> Result<Proxy> {
         let mut proc = net
             .cmd(host, [binaries::path("srv6pipes-proxy")?])
             .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", ingress, "--workers", "2"])
-            .arg("--control")
-            .arg(&control)
-            .arg("--state")
-            .arg(&state)
+            .args(paths)
             .args(extra)
             .env("RUST_LOG", "debug")
             .spawn()?;
@@ -128,4 +162,42 @@ impl Proxy {
     pub fn stop(self) -> Result<Output> {
         self.proc.stop()
     }
+}
+
+/// The directory of `host`'s network namespace under /run/srv6pipes (srv6pipes-proxy(8), OWNERSHIP):
+/// named after the namespace's inode.
+pub fn namespace_dir(net: &Net, host: &str) -> Result<PathBuf> {
+    let out = net.run(host, ["stat", "-L", "-c", "%i", "/proc/self/ns/net"])?;
+    Ok(PathBuf::from(format!("/run/srv6pipes/netns-{}", out.stdout.trim())))
+}
+
+/// What a proxy may change in `host`'s network namespace, as text to compare: the nftables ruleset, the ip
+/// rules, every routing table (an emptied table stays: it lists nothing, as before), the ip6tables mangle
+/// table and the sysctls of the datapath.
+pub fn snapshot(net: &Net, host: &str) -> Result<String> {
+    let mut s = String::new();
+    for argv in [
+        vec!["nft", "list", "ruleset"],
+        vec!["ip", "-6", "rule", "list"],
+        vec!["ip", "-6", "route", "show", "table", "all"],
+        vec!["ip6tables-save", "-t", "mangle"],
+        vec![
+            "sysctl",
+            "net.ipv6.conf.all.forwarding",
+            "net.ipv6.conf.all.seg6_enabled",
+            "net.ipv6.conf.eth0.seg6_enabled",
+            "net.ipv6.conf.eth1.seg6_enabled",
+            "net.ipv4.tcp_migrate_req",
+        ],
+    ] {
+        let out = net.run(host, argv)?;
+        // ip6tables-save prints a timestamp comment. Routes of `proto kernel` are the kernel's own for the
+        // interfaces' addresses: it adds the link-local and multicast ones when it sees the link up,
+        // which on a busy host may be in the middle of the test; the proxy never adds such routes.
+        let lines: Vec<&str> =
+            out.stdout.lines().filter(|l| !l.starts_with('#') && !l.contains(" proto kernel ")).collect();
+        s += &lines.join("\n");
+        s += "\n";
+    }
+    Ok(s)
 }

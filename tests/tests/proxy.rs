@@ -14,7 +14,7 @@ use libsrv6sock::capture::{read_pcap, tcp_flags, Packet};
 use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{DrainReply, LoadReply, UnloadReply};
 use srv6pipes_tests::http::{random_file, sha256_file, HttpServer, UploadSink};
-use srv6pipes_tests::proxy::Proxy;
+use srv6pipes_tests::proxy::{snapshot, Proxy};
 use srv6pipes_tests::{binaries, wait_until, with_net, Net};
 
 const HTTP_PORT: u16 = 8080;
@@ -436,34 +436,6 @@ fn rust_module_hot_load_transforms_the_bytes_between_proxies() {
         ensure!(!o.status.success(), "a flow reached the unloaded rot13: {o}");
         Ok(())
     });
-}
-
-fn snapshot(net: &Net, host: &str) -> Result<String> {
-    let mut s = String::new();
-    for argv in [
-        vec!["nft", "list", "ruleset"],
-        vec!["ip", "-6", "rule", "list"],
-        vec!["ip", "-6", "route", "show", "table", "all"],
-        vec!["ip6tables-save", "-t", "mangle"],
-        vec![
-            "sysctl",
-            "net.ipv6.conf.all.forwarding",
-            "net.ipv6.conf.all.seg6_enabled",
-            "net.ipv6.conf.eth0.seg6_enabled",
-            "net.ipv6.conf.eth1.seg6_enabled",
-            "net.ipv4.tcp_migrate_req",
-        ],
-    ] {
-        let out = net.run(host, argv)?;
-        // ip6tables-save prints a timestamp comment. Routes of `proto kernel` are the kernel's own for the
-        // interfaces' addresses: it adds the link-local and multicast ones when it sees the link up,
-        // which on a busy host may be in the middle of the test; the proxy never adds such routes.
-        let lines: Vec<&str> =
-            out.stdout.lines().filter(|l| !l.starts_with('#') && !l.contains(" proto kernel ")).collect();
-        s += &lines.join("\n");
-        s += "\n";
-    }
-    Ok(s)
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //!
 //! * [`srh`]: the Segment Routing Header (RFC 8754): [`srh::Srh`] (view) and [`srh::SrhRepr`] (owned).
 //! * [`tlv`]: SRH TLVs: Pad1, PadN, HMAC, the SRv6Pipes return-path TLV (type 124) and unknown ones (kept).
+//! * [`hmac`]: the HMAC TLV as Linux places, finds and authenticates it (`ip sr hmac`).
 //! * [`reply`]: the SRH of a reply, built from a received SRH's return-path TLV without allocating.
 //! * [`sid`]: SID layout LOC:FUNCT:ARG (RFC 8986) with configurable widths.
 //! * [`prefix`]: IPv6 prefixes (locators, policy destinations).
@@ -14,6 +15,7 @@
 //! * [`path`]: path records served by DNS (type 65300, SRN's 65280; `srv6-path(5)`).
 
 pub mod agent;
+pub mod hmac;
 pub mod path;
 pub mod prefix;
 pub mod reply;

@@ -317,10 +317,19 @@ impl SrhRepr {
             out[pos..pos + 16].copy_from_slice(&s.octets());
             pos += 16;
         }
-        for t in &self.tlvs {
+        // Linux finds an HMAC TLV only in the header's last 40 bytes: a trailing one goes after the padding.
+        let (tlvs, hmac) = match self.tlvs.split_last() {
+            Some((last @ TlvRepr::Hmac { .. }, rest)) => (rest, Some(last)),
+            _ => (&self.tlvs[..], None),
+        };
+        for t in tlvs {
             pos += t.emit(&mut out[pos..])?;
         }
-        tlv::emit_padding(&mut out[pos..], total - pos)?;
+        let hmac_len = hmac.map(TlvRepr::wire_len).transpose()?.unwrap_or(0);
+        tlv::emit_padding(&mut out[pos..], total - pos - hmac_len)?;
+        if let Some(h) = hmac {
+            h.emit(&mut out[total - hmac_len..])?;
+        }
         Ok(total)
     }
 
@@ -339,6 +348,13 @@ impl SrhRepr {
     /// The final destination, `segments[0]`.
     pub fn destination(&self) -> Option<Ipv6Addr> {
         self.segments.first().copied()
+    }
+
+    /// Remove the HMAC TLVs and the H flag: a hop that changes the segment list re-attaches the rest
+    /// unsigned rather than with a digest that no longer verifies.
+    pub fn strip_hmac(&mut self) {
+        self.flags &= !FLAG_HMAC;
+        self.tlvs.retain(|t| !matches!(t, TlvRepr::Hmac { .. }));
     }
 
     /// The addresses of the first return-path TLV, in SRH order, if there is one.
