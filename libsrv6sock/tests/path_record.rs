@@ -83,13 +83,13 @@ proptest! {
     fn agent_replies_round_trip(rs in prop::collection::vec((record(), addr(), any::<u32>()), 0..8)) {
         let entries: Vec<EntryRepr> = rs
             .iter()
-            .map(|(r, a, ttl)| EntryRepr { addr: *a, ttl: *ttl, srh: r.srh(*a).unwrap().to_bytes().unwrap() })
+            .map(|(r, a, ttl)| EntryRepr { addr: *a, ttl: *ttl, srh: r.srh(*a).unwrap().to_bytes().unwrap(), flags: 0 })
             .collect();
         let mut buf = vec![0u8; MAX_REPLY];
         let n = emit_reply(STATUS_OK, &entries, &mut buf).unwrap();
         let reply = AgentReply::new_checked(&buf[..n]).unwrap();
         // Entries that do not fit are left out, the others come back whole and in order.
-        let got: Vec<EntryRepr> = reply.entries().map(|e| EntryRepr { addr: e.addr, ttl: e.ttl, srh: e.srh.to_vec() }).collect();
+        let got: Vec<EntryRepr> = reply.entries().map(|e| EntryRepr { addr: e.addr, ttl: e.ttl, srh: e.srh.to_vec(), flags: e.flags }).collect();
         prop_assert_eq!(got.len(), reply.count());
         let mut want = entries.iter();
         for g in &got {

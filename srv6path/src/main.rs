@@ -108,12 +108,12 @@ fn describe(r: &PathRecord) -> String {
 }
 
 fn print_answer(name: &str, answer: &Answer) {
+    let path_ttl = answer.path_ttl.map(|t| format!(", TTL {t}s")).unwrap_or_default();
     println!(
-        "{name}: {} address(es), TTL {}s; {} path record(s), TTL {}s",
+        "{name}: {} address(es), TTL {}s; {} path record(s){path_ttl}",
         answer.addrs.len(),
         answer.addr_ttl,
         answer.records.len(),
-        answer.path_ttl
     );
     for r in &answer.records {
         match &r.decoded {

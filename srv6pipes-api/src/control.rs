@@ -7,6 +7,7 @@
 //! renamed by a newer proxy) is an error, never a silent zero. Members a client does not know are
 //! ignored, so a proxy may add some.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddrV6};
@@ -43,7 +44,7 @@ pub enum ControlError {
     #[error("malformed control message: {0}")]
     Malformed(serde_json::Error),
     /// A request line names no known command.
-    #[error("unknown request {0:?}: flows, stats, modules, version, load PATH, unload NAME, drain [SECS]")]
+    #[error("unknown request {0:?}: flows, stats, modules, version, load PATH, unload NAME, drain [SECS], kill ID")]
     UnknownRequest(String),
     /// The proxy answered `"ok":false`.
     #[error("{0}")]
@@ -88,6 +89,11 @@ pub enum Request {
         #[serde(default)]
         handover: bool,
     },
+    /// End a live flow: both legs are reset: [`KillReply`].
+    Kill {
+        /// The flow's id (as in [`Flow::id`]).
+        id: u64,
+    },
 }
 
 impl Request {
@@ -110,8 +116,18 @@ impl Request {
                 Ok(t) => Ok(Request::Drain { timeout_s: Some(t), handover: false }),
                 Err(_) => Err(ControlError::UnknownRequest(line.into())),
             },
+            ("kill", id) => match id.parse() {
+                Ok(id) => Ok(Request::Kill { id }),
+                Err(_) => Err(ControlError::UnknownRequest(line.into())),
+            },
             _ => Err(ControlError::UnknownRequest(line.into())),
         }
+    }
+
+    /// Whether the request only reads (flows, counters, modules, versions): what a member of the
+    /// proxy's `--control-group` may send; the others are root's.
+    pub const fn read_only(&self) -> bool {
+        matches!(self, Request::Flows | Request::Stats | Request::Modules | Request::Version)
     }
 
     /// The request as one line of JSON, newline included.
@@ -256,6 +272,19 @@ pub struct Stats {
     pub refused_hmac_wrong: u64,
     /// Flows reset after staying idle longer than the idle timeout.
     pub idle_timeouts: u64,
+    /// Flows reset because the client finished sending and the server moved no byte for the
+    /// server-fin timeout.
+    pub server_fin_timeouts: u64,
+    /// Flows reset because the server finished sending and the client moved no byte for the
+    /// client-fin timeout.
+    pub client_fin_timeouts: u64,
+    /// Flows reset because a peer left data unacknowledged (or its window closed) for the user timeout
+    /// (`TCP_USER_TIMEOUT`, or keepalive probes unanswered).
+    pub peer_timeouts: u64,
+    /// Outbound connections that timed out (also counted in `connect_failed`).
+    pub connect_timeouts: u64,
+    /// Flows ended by `ctl kill`.
+    pub flows_killed: u64,
     /// Flows reset because the proxy stopped (SIGTERM, or the end of a drain's deadline).
     pub flows_stopped: u64,
     /// Outbound connections that failed (the client got a reset).
@@ -268,6 +297,45 @@ pub struct Stats {
     pub bytes_up: u64,
     /// Bytes read from servers, live flows included.
     pub bytes_down: u64,
+}
+
+/// What the flows of one SID or one function did, since start (live flows included).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Live flows.
+    pub flows_active: u64,
+    /// Flows accepted.
+    pub accepted: u64,
+    /// Flows that ended with a reset.
+    pub flows_reset: u64,
+    /// Bytes read from clients.
+    pub bytes_up: u64,
+    /// Bytes read from servers.
+    pub bytes_down: u64,
+    /// Flows refused, by reason (the names of the `refused_*` counters without the prefix).
+    pub refused: BTreeMap<String, u64>,
+}
+
+/// The counters of one of the proxy's SIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SidStats {
+    /// The SID.
+    pub sid: Ipv6Addr,
+    /// Its flows.
+    #[serde(flatten)]
+    pub usage: Usage,
+}
+
+/// The counters of one function (by number: flows of a SID naming it, its forward function).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionStats {
+    /// Function number.
+    pub function_id: u64,
+    /// Its name when a loaded module provided it (empty for refusals of an unknown function).
+    pub function: String,
+    /// Its flows.
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// As its JSON object, one line (what `ctl --json stats` shows under `stats`).
@@ -319,6 +387,10 @@ pub struct FlowsReply {
 pub struct StatsReply {
     /// The counters.
     pub stats: Stats,
+    /// Per SID, ordered by SID.
+    pub sids: Vec<SidStats>,
+    /// Per function, ordered by number.
+    pub functions: Vec<FunctionStats>,
 }
 
 /// Reply to [`Request::Modules`].
@@ -351,6 +423,13 @@ pub struct UnloadReply {
     pub module: String,
     /// Flows still using it (it is released when the last one ends).
     pub flows_still_using: u64,
+}
+
+/// Reply to [`Request::Kill`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillReply {
+    /// The flow being reset.
+    pub id: u64,
 }
 
 /// Reply to [`Request::Drain`].
@@ -471,12 +550,33 @@ mod tests {
             refused_hmac_key: 0,
             refused_hmac_wrong: 0,
             idle_timeouts: 1,
+            server_fin_timeouts: 2,
+            client_fin_timeouts: 3,
+            peer_timeouts: 4,
+            connect_timeouts: 5,
+            flows_killed: 6,
             flows_stopped: 2,
             connect_failed: 6,
             flows_closed: 7,
             flows_reset: 8,
             bytes_up: 9,
             bytes_down: 10,
+        }
+    }
+
+    fn stats_reply() -> StatsReply {
+        let usage = Usage {
+            flows_active: 1,
+            accepted: 2,
+            flows_reset: 1,
+            bytes_up: 3,
+            bytes_down: 4,
+            refused: [("own_sid".to_string(), 1)].into(),
+        };
+        StatsReply {
+            stats: stats(),
+            sids: vec![SidStats { sid: "fc00:f1::2:0:5a".parse().unwrap(), usage: usage.clone() }],
+            functions: vec![FunctionStats { function_id: 2, function: "xor".into(), usage }],
         }
     }
 
@@ -522,6 +622,7 @@ mod tests {
             Request::Unload { name: "hex".into() },
             Request::Drain { timeout_s: Some(5), handover: true },
             Request::Drain { timeout_s: None, handover: false },
+            Request::Kill { id: 42 },
         ] {
             let line = req.to_line();
             assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
@@ -539,6 +640,10 @@ mod tests {
         assert_eq!(Request::parse("drain 7").unwrap(), Request::Drain { timeout_s: Some(7), handover: false });
         assert_eq!(Request::parse(r#"{"cmd":"drain"}"#).unwrap(), Request::Drain { timeout_s: None, handover: false });
         assert!(matches!(Request::parse("drain soon"), Err(ControlError::UnknownRequest(_))));
+        assert_eq!(Request::parse("kill 12").unwrap(), Request::Kill { id: 12 });
+        assert!(matches!(Request::parse("kill"), Err(ControlError::UnknownRequest(_))));
+        assert!(matches!(Request::parse("kill all"), Err(ControlError::UnknownRequest(_))));
+        assert!(Request::Stats.read_only() && !Request::Kill { id: 1 }.read_only());
         assert!(matches!(Request::parse("stats now"), Err(ControlError::UnknownRequest(_))));
         assert!(matches!(Request::parse(r#"{"cmd":"nope"}"#), Err(ControlError::Malformed(_))));
         assert!(matches!(Request::parse(r#"{"cmd":"load"}"#), Err(ControlError::Malformed(_))));
@@ -551,7 +656,8 @@ mod tests {
             Downstream { sid: "fc00:f1::1:0:0".parse().unwrap(), function: "copy".into(), function_id: 1, argument: 0 };
         round_trip(FlowsReply { flows: vec![Flow { downstream: Some(copy_down), ..flow() }] });
         round_trip(FlowsReply { flows: vec![] });
-        round_trip(StatsReply { stats: stats() });
+        round_trip(stats_reply());
+        round_trip(KillReply { id: 9 });
         assert!(stats().to_string().starts_with(r#"{"uptime_s":1,"workers":2,"#), "{}", stats());
         round_trip(ModulesReply { modules: modules() });
         round_trip(VersionReply { version: "0.1.0".into(), abi_version: 1 });
@@ -611,7 +717,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_renamed_member_is_an_error() {
-        let line = encode_reply(Ok(&StatsReply { stats: stats() }));
+        let line = encode_reply(Ok(&stats_reply()));
         let renamed = line.replace("\"flows_reset\"", "\"flows_rst\"");
         assert!(matches!(decode_reply::<StatsReply>(&renamed), Err(ControlError::Malformed(_))), "{renamed}");
         let e = decode_reply::<StatsReply>(&renamed).unwrap_err().to_string();

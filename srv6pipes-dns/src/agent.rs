@@ -1,10 +1,12 @@
-//! The resolver agent: answers `libsrv6sock.so` over a Unix stream socket with the addresses of a name and
-//! the pre-built SRH of each (from the best path record covering it), with TTLs. One request and one reply
-//! per connection, each ended by closing its direction (message format: [`libsrv6sock::wire::agent`]).
+//! The resolver agent: answers `libsrv6sock.so` over a Unix stream socket, for a name and the addresses the
+//! program's resolver returned, with the pre-built SRH of each address (from the best path record covering
+//! it) and the TTL left. One request and one reply per connection, each ended by closing its direction
+//! (message format: [`libsrv6sock::wire::agent`]).
 //!
-//! The agent owns the only DNS code: the shim in the host program asks it from `getaddrinfo()` with a
-//! bounded timeout and never resolves anything itself. hickory-resolver's cache keeps DNS answers for their
-//! TTL, and the agent keeps each name's reply entries as long (sent with the TTL left).
+//! The agent owns the only DNS code: the shim in the host program asks it from `getaddrinfo()` (and from
+//! `connect()` when its copy of a path expired) with a bounded timeout and never resolves anything itself.
+//! The agent keeps each name's answer for its TTL and looks it up again before expiry while programs use
+//! the name ([`Agent`]).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,19 +32,23 @@ pub enum AgentError {
     Lookup(#[from] LookupError),
 }
 
-/// The reply entries for an answer: every IPv6 address with the SRH of its best path record (none if no
-/// record covers it, or if the record's SRH cannot be built), all with the answer's TTL.
-pub fn entries(answer: &Answer) -> Vec<EntryRepr> {
-    let ttl = answer.ttl();
-    answer
-        .addrs
+/// The reply entries for `addrs` (the addresses the program's resolver returned; empty: the answer's
+/// own): each with the SRH of the best path record covering it, none if no record covers it, flagged
+/// [`agent::FLAG_MALFORMED`] when it has no path and a record of the name is malformed or its SRH cannot
+/// be built; all with TTL `ttl`.
+pub fn entries(answer: &Answer, addrs: &[Ipv6Addr], ttl: u32) -> Vec<EntryRepr> {
+    let broken = answer.records.iter().any(|r| r.decoded.is_err());
+    let addrs = if addrs.is_empty() { &answer.addrs[..] } else { addrs };
+    addrs
         .iter()
         .map(|addr| {
-            let srh = answer
-                .path_for(*addr)
-                .and_then(|r| r.srh(Ipv6Addr::UNSPECIFIED).and_then(|s| s.to_bytes()).ok())
-                .unwrap_or_default();
-            EntryRepr { addr: *addr, ttl, srh }
+            let built = answer.path_for(*addr).map(|r| r.srh(Ipv6Addr::UNSPECIFIED).and_then(|s| s.to_bytes()));
+            let (srh, malformed) = match built {
+                Some(Ok(srh)) => (srh, false),
+                Some(Err(_)) => (vec![], true),
+                None => (vec![], broken),
+            };
+            EntryRepr { addr: *addr, ttl, srh, flags: if malformed { agent::FLAG_MALFORMED } else { 0 } }
         })
         .collect()
 }
@@ -77,45 +83,93 @@ pub fn run(
     })
 }
 
-/// A name's reply entries and until when they hold.
-type CachedEntries = (Instant, Rc<[EntryRepr]>);
+/// A name's answer and its life.
+struct Cached {
+    answer: Rc<Answer>,
+    /// When it was looked up.
+    fetched: Instant,
+    /// When its TTL runs out.
+    until: Instant,
+    /// When a program last asked for the name.
+    asked: Instant,
+}
 
-/// The agent's state: the resolver (with hickory's cache of DNS answers) and, per name, the reply entries
-/// with their SRHs already built, until the answer's TTL runs out, so that a repeated lookup costs one map
-/// access and an encoding.
+/// The agent's state: the resolver and, per name, the last answer until its TTL runs out. An answer is
+/// looked up again shortly before it expires (a quarter of its TTL before) when a program asked for the
+/// name during its life: a program that keeps using a name keeps its path without a gap (the shim asks
+/// again when its copy expires, and gets the fresh answer at once).
 struct Agent {
     lookup: PathLookup,
-    answers: RefCell<HashMap<String, CachedEntries>>,
+    answers: RefCell<HashMap<String, Cached>>,
 }
 
 impl Agent {
-    /// The encoded reply for `name`, from the cache while fresh (with the TTL left), else looked up
-    /// (failures are not cached).
-    async fn reply(&self, name: &str) -> Vec<u8> {
+    /// The encoded reply for `name` about `addrs`, from the cache while fresh (with the TTL left), else
+    /// looked up (failures are not cached).
+    async fn reply(self: &Rc<Self>, name: &str, addrs: &[Ipv6Addr]) -> Vec<u8> {
         let now = Instant::now();
-        let cached = self.answers.borrow().get(name).filter(|(until, _)| *until > now).cloned();
-        let (status, entries, until) = match cached {
-            Some((until, entries)) => (agent::STATUS_OK, entries, until),
+        let cached = self.answers.borrow_mut().get_mut(name).filter(|c| c.until > now).map(|c| {
+            c.asked = now;
+            (Rc::clone(&c.answer), c.until)
+        });
+        let found = match cached {
+            Some(hit) => Some(hit),
             None => match self.lookup.lookup(name).await {
-                Ok(a) => {
-                    let until = now + Duration::from_secs(a.ttl().into());
-                    let entries: Rc<[EntryRepr]> = entries(&a).into();
-                    let mut answers = self.answers.borrow_mut();
-                    answers.retain(|_, (u, _)| *u > now);
-                    answers.insert(name.to_string(), (until, Rc::clone(&entries)));
-                    (agent::STATUS_OK, entries, until)
-                }
-                Err(_) => (agent::STATUS_LOOKUP_FAILED, Rc::from([]), now),
+                Ok(a) => Some(self.store(name, a)),
+                Err(_) => None,
             },
         };
-        // Seconds left, rounded up: an answer about to expire still steers the connection made right now.
-        let left = until.saturating_duration_since(Instant::now()).as_millis().div_ceil(1000);
-        let ttl = u32::try_from(left).unwrap_or(u32::MAX);
-        let fresh: Vec<EntryRepr> = entries.iter().map(|e| EntryRepr { ttl, ..e.clone() }).collect();
+        let (status, entries) = match found {
+            Some((answer, until)) => {
+                // Seconds left, rounded up: an answer about to expire still steers the connection made now.
+                let left = until.saturating_duration_since(Instant::now()).as_millis().div_ceil(1000);
+                (agent::STATUS_OK, entries(&answer, addrs, u32::try_from(left).unwrap_or(u32::MAX)))
+            }
+            None => (agent::STATUS_LOOKUP_FAILED, vec![]),
+        };
         let mut buf = vec![0u8; MAX_REPLY];
-        let n = agent::emit_reply(status, &fresh, &mut buf).unwrap_or(0);
+        let n = agent::emit_reply(status, &entries, &mut buf).unwrap_or(0);
         buf.truncate(n);
         buf
+    }
+
+    /// Keep a fresh answer for `name`; starts its refresh when the name had none.
+    fn store(self: &Rc<Self>, name: &str, answer: Answer) -> (Rc<Answer>, Instant) {
+        let now = Instant::now();
+        let until = now + Duration::from_secs(answer.ttl().into());
+        let answer = Rc::new(answer);
+        let mut answers = self.answers.borrow_mut();
+        answers.retain(|_, c| c.until > now);
+        let had = answers
+            .insert(name.to_string(), Cached { answer: Rc::clone(&answer), fetched: now, until, asked: now })
+            .is_some();
+        if !had {
+            tokio::task::spawn_local(refresh(Rc::clone(self), name.to_string()));
+        }
+        (answer, until)
+    }
+}
+
+/// Look `name` up again a quarter of its TTL before each expiry, as long as a program asked for it during
+/// the answer's life; a failed lookup leaves the old answer to expire.
+async fn refresh(agent: Rc<Agent>, name: String) {
+    loop {
+        let Some((fetched, until)) = agent.answers.borrow().get(&name).map(|c| (c.fetched, c.until)) else { return };
+        let lead = until.saturating_duration_since(fetched) / 4;
+        if lead.is_zero() {
+            return;
+        }
+        tokio::time::sleep_until((until - lead).into()).await;
+        let in_use = agent.answers.borrow().get(&name).is_some_and(|c| c.fetched == fetched && c.asked >= fetched);
+        if !in_use {
+            return;
+        }
+        let Ok(answer) = agent.lookup.lookup(&name).await else { return };
+        let now = Instant::now();
+        let asked = agent.answers.borrow().get(&name).map_or(now, |c| c.asked);
+        let until = now + Duration::from_secs(answer.ttl().into());
+        // The next refresh needs a question during this new answer's life.
+        agent.answers.borrow_mut().insert(name.clone(), Cached { answer: Rc::new(answer), fetched: now, until, asked });
     }
 }
 
@@ -132,7 +186,7 @@ async fn answer(mut stream: UnixStream, agent: Rc<Agent>) {
         }
     }
     let reply = match agent::parse_request(&req[..len]) {
-        Ok(name) => agent.reply(name).await,
+        Ok(req) => agent.reply(req.name, &req.addrs).await,
         Err(_) => vec![agent::VERSION, agent::STATUS_BAD_REQUEST, 0, 0],
     };
     let _ = stream.write_all(&reply).await;

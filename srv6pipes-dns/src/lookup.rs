@@ -71,8 +71,9 @@ pub struct Answer {
     pub addr_ttl: u32,
     /// The path records of both types, in answer order.
     pub records: Vec<FoundRecord>,
-    /// Seconds the path records stay valid (30 when there are none).
-    pub path_ttl: u32,
+    /// Seconds the path records stay valid; `None` when the name has none (an absent record's negative
+    /// TTL says how long its absence may be cached, not how long a path lives).
+    pub path_ttl: Option<u32>,
 }
 
 impl Answer {
@@ -86,12 +87,14 @@ impl Answer {
         path::best_for(&self.valid_records(), addr).cloned()
     }
 
-    /// Seconds until the answer as a whole must be asked again.
+    /// Seconds until the answer as a whole must be asked again: the smallest TTL of the records it has
+    /// (addresses and path records); a name with neither is asked again after [`NEGATIVE_TTL`].
     pub fn ttl(&self) -> u32 {
-        if self.addrs.is_empty() {
-            self.path_ttl
-        } else {
-            self.addr_ttl.min(self.path_ttl)
+        match (self.addrs.is_empty(), self.path_ttl) {
+            (false, Some(p)) => self.addr_ttl.min(p),
+            (false, None) => self.addr_ttl,
+            (true, Some(p)) => p,
+            (true, None) => NEGATIVE_TTL,
         }
     }
 }
@@ -101,8 +104,8 @@ pub struct PathLookup {
     resolver: TokioResolver,
 }
 
-/// TTL given to a negative answer with no SOA minimum in it.
-const NEGATIVE_TTL: u32 = 30;
+/// Seconds a name without addresses nor path records is kept before it is asked again.
+pub const NEGATIVE_TTL: u32 = 30;
 
 impl PathLookup {
     /// A resolver per `config`; must be called inside a tokio runtime.
@@ -116,8 +119,12 @@ impl PathLookup {
             None => TokioResolver::builder(provider).map_err(LookupError::Config)?,
         };
         let opts: &mut ResolverOpts = builder.options_mut();
+        // One try of `timeout` per query: hickory's `attempts` counts the tries after the first.
         opts.timeout = config.timeout;
-        opts.attempts = 1;
+        opts.attempts = 0;
+        // No cache here: the agent keeps each answer for its TTL itself, and its refresh before expiry must
+        // reach the DNS server, not get the cached records back with their TTL almost gone.
+        opts.cache_size = 0;
         Ok(PathLookup { resolver: builder.build() })
     }
 
@@ -128,7 +135,7 @@ impl PathLookup {
             self.resolver.lookup(name, RecordType::Unknown(path::RR_TYPE)),
             self.resolver.lookup(name, RecordType::Unknown(path::SRN_RR_TYPE)),
         );
-        let mut answer = Answer { path_ttl: u32::MAX, ..Answer::default() };
+        let mut answer = Answer::default();
         match aaaa {
             Ok(l) => {
                 answer.addr_ttl = ttl_of(&l);
@@ -140,7 +147,8 @@ impl PathLookup {
         for (result, rr_type) in [(ours, path::RR_TYPE), (srn, path::SRN_RR_TYPE)] {
             match result {
                 Ok(l) => {
-                    answer.path_ttl = answer.path_ttl.min(ttl_of(&l));
+                    let ttl = ttl_of(&l);
+                    answer.path_ttl = Some(answer.path_ttl.map_or(ttl, |t| t.min(ttl)));
                     for r in l.record_iter() {
                         if let RData::Unknown { code, rdata } = r.data() {
                             if u16::from(*code) != rr_type {
@@ -156,7 +164,7 @@ impl PathLookup {
                         }
                     }
                 }
-                Err(e) if e.is_no_records_found() => answer.path_ttl = answer.path_ttl.min(NEGATIVE_TTL),
+                Err(e) if e.is_no_records_found() => {}
                 Err(source) => return Err(query_error(name, &format!("TYPE{rr_type}"), source)),
             }
         }

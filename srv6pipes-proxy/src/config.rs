@@ -23,7 +23,11 @@
 //! state = "/run/srv6pipes/netns-INODE/proxy.state"   # what it installed (crash recovery, takeover)
 //! drain_timeout_s = 30             # a drain's deadline (SIGQUIT, ctl drain, takeover)
 //! max_flows = 100000               # default: from the open-files limit
-//! idle_timeout_s = 0               # reset flows idle this long; 0: never
+//! idle_timeout_s = 3600            # reset flows that move no byte this long; 0: never
+//! server_fin_timeout_s = 30        # … once the client finished sending; 0: as idle_timeout_s
+//! client_fin_timeout_s = 30        # … once the server finished sending; 0: as idle_timeout_s
+//! user_timeout_s = 30              # TCP_USER_TIMEOUT of both legs; 0: the kernel's (~15 minutes)
+//! control_group = "srv6mon"        # group that may read flows and counters on the control socket
 //! metrics = "[::1]:9101"           # Prometheus text endpoint (none by default)
 //! reply_path = false               # as --reply-path
 //! reply_mss = 1200
@@ -55,6 +59,7 @@ use crate::flow::FlowConfig;
 use crate::lifecycle::Limits;
 use crate::namespace;
 use crate::relay::RelayConfig;
+use crate::timeouts::{Timeouts, DEFAULT_FIN_S, DEFAULT_IDLE_S, DEFAULT_USER_S};
 
 /// Default deadline of a drain, in seconds.
 pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
@@ -124,9 +129,26 @@ pub struct ProxyArgs {
     /// Most concurrent flows; more are refused [default: from the open-files limit].
     #[arg(long, value_name = "N")]
     pub max_flows: Option<u64>,
-    /// Reset flows that move no byte for this long, in seconds; 0: never [default: 0].
+    /// Reset flows that move no byte (read or written) for this long while both directions are open, in
+    /// seconds; 0: never [default: 3600].
     #[arg(long, value_name = "SECS")]
     pub idle_timeout: Option<u64>,
+    /// Once the client finished sending (FIN), reset the flow if no byte moves for this long, in seconds;
+    /// 0: the idle timeout applies [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub server_fin_timeout: Option<u64>,
+    /// Once the server finished sending (FIN), reset the flow if no byte moves for this long, in seconds;
+    /// 0: the idle timeout applies [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub client_fin_timeout: Option<u64>,
+    /// Abort a leg whose peer leaves data unacknowledged (or its window closed, or keepalive probes
+    /// unanswered) this long, in seconds (TCP_USER_TIMEOUT); 0: the kernel's default [default: 30].
+    #[arg(long, value_name = "SECS")]
+    pub user_timeout: Option<u64>,
+    /// Group (name or number) whose members may read flows and counters on the control socket (mode
+    /// 0660); other requests stay root's.
+    #[arg(long, value_name = "GROUP")]
+    pub control_group: Option<String>,
     /// Serve the counters in the Prometheus text format on this address (GET /metrics).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
@@ -256,6 +278,14 @@ pub struct FileConfig {
     pub max_flows: Option<u64>,
     /// As `--idle-timeout`.
     pub idle_timeout_s: Option<u64>,
+    /// As `--server-fin-timeout`.
+    pub server_fin_timeout_s: Option<u64>,
+    /// As `--client-fin-timeout`.
+    pub client_fin_timeout_s: Option<u64>,
+    /// As `--user-timeout`.
+    pub user_timeout_s: Option<u64>,
+    /// As `--control-group`.
+    pub control_group: Option<String>,
     /// As `--metrics`.
     pub metrics: Option<SocketAddr>,
     /// As `--reply-path`.
@@ -299,8 +329,8 @@ pub struct ProxyConfig {
     pub drain_timeout: Duration,
     /// Most concurrent flows (`None`: from the open-files limit, at start).
     pub max_flows: Option<u64>,
-    /// Idle timeout of flows.
-    pub idle_timeout: Option<Duration>,
+    /// Group that may read the control socket.
+    pub control_group: Option<String>,
     /// Address of the Prometheus endpoint.
     pub metrics: Option<SocketAddr>,
 }
@@ -308,7 +338,7 @@ pub struct ProxyConfig {
 impl ProxyConfig {
     /// The flow limits, `default_max_flows` unless a limit was given.
     pub fn limits(&self, default_max_flows: u64) -> Limits {
-        Limits { max_flows: self.max_flows.unwrap_or(default_max_flows), idle_timeout: self.idle_timeout }
+        Limits { max_flows: self.max_flows.unwrap_or(default_max_flows) }
     }
 }
 
@@ -403,6 +433,16 @@ impl ProxyArgs {
                 _ => Err(ConfigError::ReplyMss),
             })
             .transpose()?;
+        let secs = |flag: Option<u64>, key: Option<u64>, default: u64| match flag.or(key).unwrap_or(default) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        let timeouts = Timeouts {
+            idle: secs(self.idle_timeout, file.idle_timeout_s, DEFAULT_IDLE_S),
+            server_fin: secs(self.server_fin_timeout, file.server_fin_timeout_s, DEFAULT_FIN_S),
+            client_fin: secs(self.client_fin_timeout, file.client_fin_timeout_s, DEFAULT_FIN_S),
+            user: secs(self.user_timeout, file.user_timeout_s, DEFAULT_USER_S),
+        };
         let list = |flag: &Vec<Ipv6Prefix>, file: Option<Vec<Ipv6Prefix>>| {
             if flag.is_empty() {
                 file
@@ -439,6 +479,7 @@ impl ProxyArgs {
                 connect_timeout: Duration::from_millis(
                     self.connect_timeout_ms.or(file.connect_timeout_ms).unwrap_or(5000),
                 ),
+                timeouts,
                 keep_client_port: file.keep_client_port.unwrap_or(true),
                 relay: RelayConfig {
                     buffer_size,
@@ -459,10 +500,7 @@ impl ProxyArgs {
                 self.drain_timeout.or(file.drain_timeout_s).unwrap_or(DEFAULT_DRAIN_TIMEOUT_S),
             ),
             max_flows: self.max_flows.or(file.max_flows),
-            idle_timeout: match self.idle_timeout.or(file.idle_timeout_s).unwrap_or(0) {
-                0 => None,
-                s => Some(Duration::from_secs(s)),
-            },
+            control_group: self.control_group.clone().or(file.control_group),
             metrics: self.metrics.or(file.metrics),
         })
     }
@@ -484,6 +522,9 @@ mod tests {
         assert_eq!(c.datapath.ingress, vec!["a", "b"]);
         assert_eq!(c.flow.layout.locator_bits(), 64);
         assert!(!c.flow.relay.splice);
+        assert_eq!(c.flow.timeouts, Timeouts::default());
+        let t = ProxyArgs { idle_timeout: Some(0), server_fin_timeout: Some(2), ..args.clone() }.resolve().unwrap();
+        assert_eq!((t.flow.timeouts.idle, t.flow.timeouts.server_fin), (None, Some(Duration::from_secs(2))));
         assert_eq!(args.state_path().unwrap(), namespace::default_state());
         std::fs::write(&f, "state = \"/tmp/x.state\"\n").unwrap();
         assert_eq!(args.state_path().unwrap(), PathBuf::from("/tmp/x.state"));

@@ -1,5 +1,6 @@
-//! Control socket, server side: a Unix stream socket (mode 0600, peers must be uid 0) speaking the
-//! line-based JSON protocol of `srv6pipes_api::control` (srv6pipes-proxy(8), CONTROL PROTOCOL).
+//! Control socket, server side: a Unix stream socket speaking the line-based JSON protocol of
+//! `srv6pipes_api::control` (srv6pipes-proxy(8), CONTROL PROTOCOL). Mode 0600, root only; with a
+//! control group, mode 0660 and that group's members may send the read-only requests.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::sync::Arc;
 
 use srv6pipes_api::abi::ABI_VERSION;
 use srv6pipes_api::control::{
-    encode_reply, DrainReply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply, UnloadReply, VersionReply,
+    encode_reply, DrainReply, FlowsReply, KillReply, LoadReply, ModulesReply, Request, UnloadReply, VersionReply,
     MAX_LINE,
 };
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -22,6 +23,9 @@ pub enum BindError {
     /// Another process answers on the path.
     #[error("control socket {} is in use by another process", .0.display())]
     InUse(std::path::PathBuf),
+    /// The control group does not exist.
+    #[error("control group {0:?}: no such group")]
+    NoGroup(String),
     /// Removing a stale socket, creating its directory, binding or setting its mode failed.
     #[error("control socket {}: {error}", path.display())]
     Io {
@@ -40,7 +44,7 @@ pub fn answer(line: &str, shared: &Shared) -> String {
     };
     match req {
         Request::Flows => encode_reply(Ok(&FlowsReply { flows: shared.flows.flows() })),
-        Request::Stats => encode_reply(Ok(&StatsReply { stats: shared.flows.stats() })),
+        Request::Stats => encode_reply(Ok(&shared.flows.report())),
         Request::Modules => encode_reply(Ok(&ModulesReply { modules: shared.registry.list() })),
         Request::Version => {
             encode_reply(Ok(&VersionReply { version: env!("CARGO_PKG_VERSION").into(), abi_version: ABI_VERSION }))
@@ -51,6 +55,10 @@ pub fn answer(line: &str, shared: &Shared) -> String {
                 tracing::warn!("control: load {}: {e}", path.display());
                 encode_reply::<LoadReply>(Err(&e.to_string()))
             }
+        },
+        Request::Kill { id } => match shared.flows.kill(id) {
+            true => encode_reply(Ok(&KillReply { id })),
+            false => encode_reply::<KillReply>(Err(&format!("no live flow {id}"))),
         },
         Request::Unload { name } => match shared.registry.unload(&name) {
             Ok(users) => encode_reply(Ok(&UnloadReply { module: name, flows_still_using: users as u64 })),
@@ -71,9 +79,27 @@ pub fn answer(line: &str, shared: &Shared) -> String {
     }
 }
 
+/// The group id of `group`, a name or a number.
+pub fn group_id(group: &str) -> Result<u32, BindError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).map_err(|_| BindError::NoGroup(group.into()))?;
+    // SAFETY: `struct group` is plain data (integers and pointers): all zeroes is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r writes into `grp` and `buf` (of the length given) and sets `found`; all outlive it.
+    let rc = unsafe { libc::getgrnam_r(name.as_ptr(), &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut found) };
+    if rc != 0 || found.is_null() {
+        return Err(BindError::NoGroup(group.into()));
+    }
+    Ok(grp.gr_gid)
+}
+
 /// Bind the control socket: refuse if another process answers on it (unless `replace`: a takeover),
-/// replace a stale file.
-pub fn bind(path: &Path, replace: bool) -> Result<UnixListener, BindError> {
+/// replace a stale file. With `group`, the socket is that group's too (mode 0660).
+pub fn bind(path: &Path, replace: bool, group: Option<u32>) -> Result<UnixListener, BindError> {
     let io = |error| BindError::Io { path: path.into(), error };
     if path.exists() {
         if !replace && std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -87,7 +113,11 @@ pub fn bind(path: &Path, replace: bool) -> Result<UnixListener, BindError> {
         }
     }
     let l = UnixListener::bind(path).map_err(io)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    if let Some(gid) = group {
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(io)?;
+    }
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io)?;
     Ok(l)
 }
 
@@ -135,14 +165,11 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn client(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
+/// Serve one connection. A peer other than root got in through the control group (the socket's mode
+/// keeps others out): it may only read.
+async fn client(s: UnixStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     let uid = s.peer_cred()?.uid();
     let (r, mut w) = s.into_split();
-    if uid != 0 {
-        tracing::warn!(uid, "control connection refused: not root");
-        let reply = encode_reply::<()>(Err("permission denied: the control socket is root-only"));
-        return w.write_all(reply.as_bytes()).await;
-    }
     let mut r = tokio::io::BufReader::new(r);
     let mut line = String::new();
     loop {
@@ -157,7 +184,23 @@ async fn client(s: UnixStream, shared: &Shared) -> std::io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
-        w.write_all(answer(&line, shared).as_bytes()).await?;
+        let reply = match Request::parse(&line) {
+            Ok(req) if uid != 0 && !req.read_only() => {
+                tracing::warn!(uid, "control: {req:?} refused: not root");
+                encode_reply::<()>(Err(
+                    "permission denied: only root may change the proxy (members of the control group may read)",
+                ))
+            }
+            // dlopen and the module's init may take their time: off the runtime's thread.
+            Ok(Request::Load { .. }) => {
+                let (shared, line) = (shared.clone(), line.clone());
+                tokio::task::spawn_blocking(move || answer(&line, &shared))
+                    .await
+                    .unwrap_or_else(|e| encode_reply::<()>(Err(&format!("load: {e}"))))
+            }
+            _ => answer(&line, shared),
+        };
+        w.write_all(reply.as_bytes()).await?;
     }
 }
 
@@ -166,7 +209,7 @@ mod tests {
     use std::time::Duration;
 
     use srv6pipes_api::abi::Direction;
-    use srv6pipes_api::control::{decode_reply, ControlError};
+    use srv6pipes_api::control::{decode_reply, ControlError, StatsReply};
 
     use super::*;
     use crate::flow::FlowConfig;
@@ -182,6 +225,7 @@ mod tests {
                 prefixes: vec!["fc00:f1::/80".parse().unwrap()],
                 layout: Default::default(),
                 connect_timeout: Duration::from_secs(1),
+                timeouts: Default::default(),
                 keep_client_port: true,
                 relay: RelayConfig { buffer_size: 4096, splice: true, pipe_size: 65536 },
                 reply: None,
@@ -189,10 +233,7 @@ mod tests {
             },
             registry,
             flows: FlowTable::new(2),
-            life: crate::lifecycle::Lifecycle::new(
-                crate::lifecycle::Limits { max_flows: 10, idle_timeout: None },
-                Duration::from_secs(30),
-            ),
+            life: crate::lifecycle::Lifecycle::new(crate::lifecycle::Limits { max_flows: 10 }, Duration::from_secs(30)),
         }
     }
 
@@ -217,6 +258,7 @@ mod tests {
             ("load /nonexistent.so", "/nonexistent.so"),
             ("dance", "bad request"),
             ("drain soon", "bad request"),
+            ("kill 7", "no live flow 7"),
         ] {
             match decode_reply::<UnloadReply>(&answer(line, &sh)) {
                 Err(ControlError::Refused(e)) => assert!(e.contains(want), "{line}: {e}"),

@@ -19,11 +19,12 @@ use srv6pipes_api::abi::Direction;
 use srv6pipes_api::control::{Downstream, FlowState};
 
 use crate::access::{Access, Denied};
-use crate::lifecycle::{Interrupt, Lifecycle, Refused};
+use crate::lifecycle::{Lifecycle, Refused};
 use crate::module::{self, Function, Instance, ModuleError, Registry};
-use crate::relay::{self, Instances, RelayConfig};
+use crate::relay::{self, Instances, RelayConfig, RelayError};
 use crate::retpath::{self, ReturnError, ReturnPlan};
-use crate::stats::{FlowEntry, FlowMeta, FlowTable, LogLimit};
+use crate::stats::{self, FlowEntry, FlowMeta, FlowTable, LogLimit, Reason};
+use crate::timeouts::{Expired, Timeouts};
 use crate::timewait;
 
 /// Settings the data path needs.
@@ -35,6 +36,8 @@ pub struct FlowConfig {
     pub layout: SidLayout,
     /// Bound on the outbound connect.
     pub connect_timeout: Duration,
+    /// Bounds on flows without progress, and on unacknowledged data.
+    pub timeouts: Timeouts,
     /// Bind the outbound leg to the client's port too (falls back to an ephemeral port if taken).
     pub keep_client_port: bool,
     /// Buffers and splice.
@@ -102,6 +105,29 @@ pub enum Refusal {
     /// Reading the SRH failed.
     #[error("socket: {0}")]
     Socket(#[from] io::Error),
+}
+
+impl Refusal {
+    /// How it is counted.
+    pub fn reason(&self) -> Reason {
+        match self {
+            Refusal::NoSrh => Reason::NoSrh,
+            Refusal::Malformed(_) | Refusal::ReturnPath(_) => Reason::Malformed,
+            Refusal::NotOurs => Reason::NotOurs,
+            Refusal::OwnSid { .. } => Reason::OwnSid,
+            Refusal::Draining => Reason::Draining,
+            Refusal::Full(_) => Reason::Limit,
+            Refusal::UnknownFunction { .. } => Reason::UnknownFunction,
+            Refusal::Spawn(_) | Refusal::Socket(_) => Reason::Spawn,
+            Refusal::Denied(d) => match d {
+                Denied::Client { .. } => Reason::Client,
+                Denied::Next { .. } => Reason::Next,
+                Denied::HmacMissing => Reason::HmacMissing,
+                Denied::HmacKey(_) => Reason::HmacKey,
+                Denied::HmacWrong(_) => Reason::HmacWrong,
+            },
+        }
+    }
 }
 
 impl From<Refused> for Refusal {
@@ -220,10 +246,13 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
     };
     let id = shared.flows.next_id();
     keepalive(SockRef::from(&stream));
+    shared.cfg.timeouts.apply(SockRef::from(&stream));
+    // Where a refusal is counted: set once the SRH named our SID.
+    let mut at = stats::Refused { worker, ..Default::default() };
     let admitted = shared.life.admit().map_err(Refusal::from);
-    match admitted
-        .and_then(|()| prepare(&stream, client, server, worker, id, shared).inspect_err(|_| shared.life.release()))
-    {
+    match admitted.and_then(|()| {
+        prepare(&stream, client, server, worker, id, shared, &mut at).inspect_err(|_| shared.life.release())
+    }) {
         Ok((route, func, insts, downstream)) => {
             let entry = shared.flows.insert(
                 id,
@@ -240,39 +269,36 @@ pub fn accept(stream: TcpStream, peer: SocketAddr, worker: usize, shared: &Arc<S
                 },
             );
             tracing::debug!(flow = id, %client, %server, sid = %route.sid, function = %func.name, argument = route.argument, "flow accepted");
-            let shared = shared.clone();
+            let guard = FlowGuard { entry, shared: shared.clone(), reset: true };
             tokio::task::spawn_local(async move {
-                let reset = run(stream, client, server, route, insts, &entry, &shared).await;
-                shared.flows.remove(&entry, reset);
-                shared.life.release();
+                let mut g = guard;
+                g.reset = run(stream, client, server, route, insts, &g.entry, &g.shared).await;
             });
         }
         Err(r) => {
-            let c = &shared.flows.counters;
-            let ctr = match &r {
-                Refusal::NoSrh => &c.refused_no_srh,
-                Refusal::Malformed(_) | Refusal::ReturnPath(_) => &c.refused_malformed,
-                Refusal::NotOurs => &c.refused_not_ours,
-                Refusal::OwnSid { .. } => &c.refused_own_sid,
-                Refusal::Draining => &c.refused_draining,
-                Refusal::Full(_) => &c.refused_limit,
-                Refusal::UnknownFunction { .. } => &c.refused_unknown_function,
-                Refusal::Spawn(_) | Refusal::Socket(_) => &c.refused_spawn,
-                Refusal::Denied(d) => match d {
-                    Denied::Client { .. } => &c.refused_client,
-                    Denied::Next { .. } => &c.refused_next,
-                    Denied::HmacMissing => &c.refused_hmac_missing,
-                    Denied::HmacKey(_) => &c.refused_hmac_key,
-                    Denied::HmacWrong(_) => &c.refused_hmac_wrong,
-                },
-            };
-            ctr.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared.flows.refused(r.reason(), at);
             static LIMIT: LogLimit = LogLimit::new(20);
             if let Some(suppressed) = LIMIT.allow() {
                 tracing::warn!(%client, %server, suppressed, "flow refused: {r}");
             }
             reset(&stream);
         }
+    }
+}
+
+/// A live flow's row and `--max-flows` slot, both given back when the flow's task ends, however it ends
+/// (a panic included: the task's future is dropped).
+struct FlowGuard {
+    entry: Arc<FlowEntry>,
+    shared: Arc<Shared>,
+    /// Counted as ended by a reset (a panic is).
+    reset: bool,
+}
+
+impl Drop for FlowGuard {
+    fn drop(&mut self) {
+        self.shared.flows.remove(&self.entry, self.reset);
+        self.shared.life.release();
     }
 }
 
@@ -283,11 +309,13 @@ fn prepare(
     worker: usize,
     id: u64,
     shared: &Shared,
+    at: &mut stats::Refused,
 ) -> Result<(Route, Arc<Function>, Instances, Option<Downstream>), Refusal> {
     let mut buf = [0u8; 2048 + 128];
     let range = attach::syn_srh(stream.as_fd(), &mut buf)?;
     let srh = range.map(|r| &buf[r]);
     let mut route = route(srh, &shared.cfg.prefixes, &shared.cfg.layout)?;
+    (at.sid, at.function) = (Some(route.sid), Some(route.function));
     let cfg = &shared.cfg;
     // The next leg's destination: the segment after ours, or the final destination.
     let next = route.out_srh.as_deref().and_then(|b| Srh::new_checked(b).ok()?.active_segment());
@@ -347,6 +375,7 @@ pub async fn connect_out(
         s.set_reuse_address(true)?;
         s.set_nodelay(true)?;
         keepalive(SockRef::from(&s));
+        cfg.timeouts.apply(SockRef::from(&s));
         match s.bind(&SocketAddr::from(SocketAddrV6::new(*client.ip(), port, 0, 0)).into()) {
             Err(e) if port != 0 && e.raw_os_error() == Some(libc::EADDRINUSE) => {
                 port = 0;
@@ -370,17 +399,113 @@ pub async fn connect_out(
     }
 }
 
-/// Count and log a flow the proxy ends itself (the caller resets its sockets).
-fn interrupted(why: Interrupt, entry: &FlowEntry, shared: &Shared) {
-    let c = &shared.flows.counters;
-    match why {
-        Interrupt::Stop => c.flows_stopped.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        Interrupt::Idle => c.idle_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-    };
-    tracing::debug!(flow = entry.id, "flow reset by the proxy: {why:?}");
+/// Why the proxy ends a flow itself (its peers did not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    /// The proxy stops.
+    Stop,
+    /// `ctl kill`.
+    Killed,
+    /// A bound on progress was exceeded.
+    Expired(Expired),
 }
 
-/// Connect, relay, close. Returns whether the flow ended with a reset.
+/// Resolves when the proxy ends the flow of `entry`: it stops, the flow is killed, or (once `bounded`,
+/// when both legs are up) a timeout expires.
+async fn interrupted(entry: &FlowEntry, shared: &Shared, bounded: bool) -> Interrupt {
+    let expired = async {
+        if bounded {
+            shared.cfg.timeouts.expired(entry).await
+        } else {
+            std::future::pending().await
+        }
+    };
+    tokio::select! {
+        () = shared.life.stopping() => Interrupt::Stop,
+        () = entry.killed() => Interrupt::Killed,
+        why = expired => Interrupt::Expired(why),
+    }
+}
+
+/// Count and log a flow the proxy ends itself (the caller resets its sockets).
+fn count_interrupt(why: Interrupt, entry: &FlowEntry, shared: &Shared) {
+    let c = &shared.flows.counters;
+    let counter = match why {
+        Interrupt::Stop => &c.flows_stopped,
+        Interrupt::Killed => &c.flows_killed,
+        Interrupt::Expired(Expired::Idle) => &c.idle_timeouts,
+        Interrupt::Expired(Expired::ServerFin) => &c.server_fin_timeouts,
+        Interrupt::Expired(Expired::ClientFin) => &c.client_fin_timeouts,
+    };
+    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match why {
+        Interrupt::Stop => tracing::debug!(flow = entry.id, "flow reset: the proxy stops"),
+        Interrupt::Killed => tracing::info!(flow = entry.id, client = %entry.meta.client, "flow reset: ctl kill"),
+        Interrupt::Expired(e) => {
+            static LIMIT: LogLimit = LogLimit::new(20);
+            if let Some(suppressed) = LIMIT.allow() {
+                tracing::info!(
+                    flow = entry.id,
+                    client = %entry.meta.client,
+                    server = %entry.meta.server,
+                    state = %entry.state(),
+                    suppressed,
+                    "flow reset: no progress within {}",
+                    e.option()
+                );
+            }
+        }
+    }
+}
+
+/// Whether a relay ended because a peer left data unacknowledged past the user timeout (or did not
+/// answer keepalive probes): the kernel aborts the leg with ETIMEDOUT.
+fn peer_timed_out(e: &RelayError) -> Option<&'static str> {
+    match e {
+        RelayError::Io { side, err } if err.raw_os_error() == Some(libc::ETIMEDOUT) => Some(side),
+        _ => None,
+    }
+}
+
+/// A fault hook of debug builds, for the tests of flow cleanup: a flow to the server port named by
+/// `SRV6PIPES_PROXY_PANIC_PORT` panics in its task.
+#[cfg(debug_assertions)]
+fn fault_hook(server: SocketAddrV6) {
+    if std::env::var("SRV6PIPES_PROXY_PANIC_PORT").is_ok_and(|p| p == server.port().to_string()) {
+        panic!("fault hook: a flow to port {} panics", server.port());
+    }
+}
+
+/// A leg closed with a reset when dropped, unless the flow ended cleanly: a flow cut short in any way
+/// (a panic of its task included) resets its peers instead of leaving them a FIN.
+struct ResetOnDrop {
+    stream: TcpStream,
+    clean: bool,
+}
+
+impl ResetOnDrop {
+    fn new(stream: TcpStream) -> ResetOnDrop {
+        ResetOnDrop { stream, clean: false }
+    }
+}
+
+impl std::ops::Deref for ResetOnDrop {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.stream
+    }
+}
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        if !self.clean {
+            reset(&self.stream);
+        }
+    }
+}
+
+/// Connect, relay, close. Returns whether the flow ended with a reset (both legs are reset, on drop,
+/// unless it ended cleanly).
 async fn run(
     inbound: TcpStream,
     client: SocketAddrV6,
@@ -390,38 +515,42 @@ async fn run(
     entry: &FlowEntry,
     shared: &Shared,
 ) -> bool {
+    let mut inbound = ResetOnDrop::new(inbound);
     let connect = connect_out(client, server, route.out_srh.as_deref(), &shared.cfg);
     let connected = tokio::select! {
         r = connect => r,
-        why = shared.life.interrupted(entry) => {
-            interrupted(why, entry, shared);
-            reset(&inbound);
+        why = interrupted(entry, shared, false) => {
+            count_interrupt(why, entry, shared);
             return true;
         }
     };
-    let outbound = match connected {
-        Ok(s) => s,
+    let mut outbound = match connected {
+        Ok(s) => ResetOnDrop::new(s),
         Err(e) => {
             // Out of descriptors for the outbound leg: a refusal at the limit, not a failure of the next hop.
             let c = &shared.flows.counters;
-            let out_of_fds = matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE));
-            if out_of_fds { &c.refused_limit } else { &c.connect_failed }
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                shared.flows.refused(Reason::Limit, stats::Refused::default());
+            } else {
+                c.connect_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    c.connect_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             static LIMIT: LogLimit = LogLimit::new(20);
             if let Some(suppressed) = LIMIT.allow() {
                 tracing::warn!(flow = entry.id, %client, %server, suppressed, "outbound leg failed (next hop unreachable?), resetting the client: {e}");
             }
-            reset(&inbound);
             return true;
         }
     };
     entry.set_state(FlowState::Established);
+    #[cfg(debug_assertions)]
+    fault_hook(server);
     let result = tokio::select! {
         r = relay::relay(&inbound, &outbound, insts, entry, &shared.cfg.relay) => r,
-        why = shared.life.interrupted(entry) => {
-            interrupted(why, entry, shared);
-            reset(&inbound);
-            reset(&outbound);
+        why = interrupted(entry, shared, true) => {
+            count_interrupt(why, entry, shared);
             return true;
         }
     };
@@ -434,18 +563,29 @@ async fn run(
                 down = entry.down_in.load(std::sync::atomic::Ordering::Relaxed),
                 "flow closed"
             );
+            (inbound.clean, outbound.clean) = (true, true);
             // A leg we closed first is in TIME_WAIT now (or once our FIN is acknowledged): remove it so
             // the client can reuse its port at once (see `timewait`).
-            timewait::reap(&inbound, server, client);
+            timewait::reap(&*inbound, server, client);
             if let Some(local) = outbound.local_addr().ok().and_then(|a| v6(a).ok()) {
-                timewait::reap(&outbound, local, server);
+                timewait::reap(&*outbound, local, server);
             }
             false
         }
         Err(e) => {
-            tracing::debug!(flow = entry.id, "flow reset: {e}");
-            reset(&inbound);
-            reset(&outbound);
+            match peer_timed_out(&e) {
+                Some(side) => {
+                    shared.flows.counters.peer_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    static LIMIT: LogLimit = LogLimit::new(20);
+                    if let Some(suppressed) = LIMIT.allow() {
+                        tracing::info!(
+                            flow = entry.id, %client, %server, side, suppressed,
+                            "flow reset: the {side} left data unacknowledged (or did not answer) within --user-timeout"
+                        );
+                    }
+                }
+                None => tracing::debug!(flow = entry.id, "flow reset: {e}"),
+            }
             true
         }
     }

@@ -10,7 +10,8 @@
 //! * [`control`]: the control socket's server (protocol of `srv6pipes_api::control`); [`stats`]: flow table
 //!   and counters.
 //! * [`replysteer`]: with `--reply-path`, the kernel's per-flow reply steering on the ingress devices.
-//! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets.
+//! * [`config`]: flags over a TOML file over defaults; [`timewait`]: removal of our TIME_WAIT sockets;
+//!   [`timeouts`]: bounds on flows that make no progress.
 //! * [`proxy`]: workers and the process lifecycle (signals, stop, drain, takeover, teardown);
 //!   [`lifecycle`]: the phase shared with workers and flows, admission and limits; [`state`]: the state
 //!   file of the installed datapath (crash recovery, takeover); [`metrics`]: the Prometheus endpoint.
@@ -37,4 +38,5 @@ pub mod replysteer;
 pub mod retpath;
 pub mod state;
 pub mod stats;
+pub mod timeouts;
 pub mod timewait;

@@ -11,15 +11,13 @@
 //!   instead, so that the newer process's listeners in the same SO_REUSEPORT group get every new SYN.
 //!   A request to hand over changes nothing by itself: it waits for the main loop, which drains only
 //!   once the successor holds the datapath (srv6pipes-proxy(8), STOP, DRAIN AND RESTART).
-//! * **Limits**: at `max_flows` live flows a new one is refused (RST, `refused_limit`); a flow that moves
-//!   no byte during a whole `idle_timeout` is reset (`idle_timeouts`).
+//! * **Limits**: at `max_flows` live flows a new one is refused (RST, `refused_limit`). (A flow's own
+//!   bounds are in `timeouts`.)
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-
-use crate::stats::FlowEntry;
 
 /// What the process is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,22 +35,11 @@ pub enum Phase {
     Stopping,
 }
 
-/// Why a flow was ended by the proxy rather than by its peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interrupt {
-    /// The proxy stops.
-    Stop,
-    /// No byte moved during the idle timeout.
-    Idle,
-}
-
 /// Limits on flows.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Live flows at most; further ones are refused.
     pub max_flows: u64,
-    /// Reset flows idle this long (`None`: never).
-    pub idle_timeout: Option<Duration>,
 }
 
 /// The shared phase and limits.
@@ -163,29 +150,12 @@ impl Lifecycle {
         self.live.fetch_sub(1, Relaxed);
     }
 
-    /// Resolves when the flow of `entry` must end: the proxy stops, or no byte moved in either
-    /// direction for a whole idle timeout (so an idle flow is reset between one and two timeouts after
-    /// its last byte). Costs one timer per flow and nothing on the data path.
-    pub async fn interrupted(&self, entry: &FlowEntry) -> Interrupt {
+    /// Resolves when the proxy stops (every flow is then reset).
+    pub async fn stopping(&self) {
         let mut rx = self.subscribe();
-        let stop = rx.wait_for(|p| *p == Phase::Stopping);
-        let Some(timeout) = self.limits.idle_timeout else {
-            let _ = stop.await;
-            return Interrupt::Stop;
-        };
-        let idle = async {
-            let moved = || entry.up_in.load(Relaxed) + entry.down_in.load(Relaxed);
-            loop {
-                let before = moved();
-                tokio::time::sleep(timeout).await;
-                if moved() == before {
-                    return;
-                }
-            }
-        };
-        tokio::select! {
-            _ = stop => Interrupt::Stop,
-            () = idle => Interrupt::Idle,
+        if rx.wait_for(|p| *p == Phase::Stopping).await.is_err() {
+            // The sender lives as long as `self`: never reached while borrowed.
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -205,7 +175,7 @@ mod tests {
 
     #[test]
     fn admission_follows_the_phase_and_the_limit() {
-        let l = Lifecycle::new(Limits { max_flows: 2, idle_timeout: None }, Duration::from_secs(1));
+        let l = Lifecycle::new(Limits { max_flows: 2 }, Duration::from_secs(1));
         assert_eq!((l.admit(), l.admit(), l.admit()), (Ok(()), Ok(()), Err(Refused::Full(2))));
         l.release();
         assert_eq!(l.admit(), Ok(()));

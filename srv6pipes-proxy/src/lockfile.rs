@@ -19,6 +19,9 @@ pub struct FileLock {
     path: PathBuf,
 }
 
+/// How long [`FileLock::try_lock_past_exit`] waits for an exiting holder to let go.
+pub const EXIT_BOUND: Duration = Duration::from_secs(5);
+
 /// Tries of [`FileLock::try_lock`] when the file is replaced under it (each replacement is a holder's
 /// removal: few in a row).
 const REOPEN_TRIES: usize = 16;
@@ -62,6 +65,18 @@ impl FileLock {
         Err(io::Error::other(format!("{}: replaced while being locked, {REOPEN_TRIES} times", path.display())))
     }
 
+    /// [`FileLock::try_lock`], except that a holder already exiting (killed: a zombie not yet reaped, or
+    /// gone) is waited for up to [`EXIT_BOUND`]: its other threads may hold its files a moment longer.
+    pub fn try_lock_past_exit(path: &Path, create_dir: bool) -> io::Result<Option<FileLock>> {
+        if let Some(l) = FileLock::try_lock(path, create_dir)? {
+            return Ok(Some(l));
+        }
+        match holder(path) {
+            Some(pid) if exiting(pid) => FileLock::lock(path, create_dir, EXIT_BOUND),
+            _ => Ok(None),
+        }
+    }
+
     /// [`FileLock::try_lock`] until it succeeds or `bound` passes (`None` then).
     pub fn lock(path: &Path, create_dir: bool, bound: Duration) -> io::Result<Option<FileLock>> {
         let until = Instant::now() + bound;
@@ -101,6 +116,17 @@ pub fn holder(path: &Path) -> Option<u32> {
     let mut s = String::new();
     File::open(path).ok()?.read_to_string(&mut s).ok()?;
     s.trim().parse().ok()
+}
+
+/// Whether process `pid` is gone or exiting (its thread-group leader a zombie, `Z`, or dead, `X`).
+fn exiting(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any character.
+        Ok(stat) => {
+            stat.rsplit(')').next().is_some_and(|rest| matches!(rest.trim_start().chars().next(), Some('Z' | 'X')))
+        }
+        Err(_) => true,
+    }
 }
 
 /// A holder's pid for a message ("?" when unknown).

@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use srv6pipes_api::control::{
-    decode_reply, exchange, ControlError, DrainReply, FlowsReply, LoadReply, ModulesReply, Request, StatsReply,
-    UnloadReply, VersionReply,
+    decode_reply, exchange, ControlError, DrainReply, FlowsReply, KillReply, LoadReply, ModulesReply, Request,
+    StatsReply, UnloadReply, Usage, VersionReply,
 };
 use srv6pipes_proxy::config::ProxyArgs;
 use srv6pipes_proxy::datapath::{self, Step};
@@ -81,6 +81,11 @@ enum CtlCmd {
     },
     /// Proxy and ABI version.
     Version,
+    /// End a live flow: both legs are reset.
+    Kill {
+        /// The flow's id (as `ctl flows` shows it).
+        id: u64,
+    },
     /// Refuse new flows, let open ones finish until the deadline, then stop (as SIGQUIT).
     Drain {
         /// Deadline in seconds [default: the proxy's --drain-timeout].
@@ -172,6 +177,30 @@ fn print_stats(r: StatsReply) {
             println!("{name:<26} {value}");
         }
     }
+    let row = |what: String, u: &Usage| {
+        let refused: Vec<String> = u.refused.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        println!(
+            "{what:<34} {:>7} {:>9} {:>7} {:>9} {:>9}  {}",
+            u.flows_active,
+            u.accepted,
+            u.flows_reset,
+            human_bytes(u.bytes_up),
+            human_bytes(u.bytes_down),
+            refused.join(",")
+        );
+    };
+    let head = |first: &str| {
+        println!("\n{first:<34} {:>7} {:>9} {:>7} {:>9} {:>9}  REFUSED", "ACTIVE", "ACCEPTED", "RESET", "UP", "DOWN")
+    };
+    head("SID");
+    for s in &r.sids {
+        row(s.sid.to_string(), &s.usage);
+    }
+    head("FUNCTION");
+    for f in &r.functions {
+        let name = if f.function.is_empty() { "?" } else { &f.function };
+        row(format!("{} ({name})", f.function_id), &f.usage);
+    }
 }
 
 fn print_modules(r: ModulesReply) {
@@ -199,6 +228,7 @@ fn ctl(control: Option<PathBuf>, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitC
         }
         CtlCmd::Unload { name } => Request::Unload { name: name.clone() },
         CtlCmd::Drain { timeout } => Request::Drain { timeout_s: *timeout, handover: false },
+        CtlCmd::Kill { id } => Request::Kill { id: *id },
     };
     let line = exchange(&control, &req, Duration::from_secs(10)).context("talking to the proxy")?;
     match cmd {
@@ -216,6 +246,7 @@ fn ctl(control: Option<PathBuf>, raw: bool, cmd: CtlCmd) -> anyhow::Result<ExitC
                 r.deadline_ms as f64 / 1000.0
             )
         }),
+        CtlCmd::Kill { .. } => reply(&line, raw, |r: KillReply| println!("flow {} reset", r.id)),
         CtlCmd::Version => reply(&line, raw, |r: VersionReply| {
             println!("srv6pipes-proxy {} (module ABI {})", r.version, r.abi_version)
         }),

@@ -444,10 +444,20 @@ struct Inner {
 }
 
 impl Inner {
-    /// Register a validated module; its function ids are known to be free (checked under the same lock).
-    fn insert(&mut self, m: Module) -> Result<String, ModuleError> {
+    /// Register a validated module, unless its name or one of its function ids is taken: then it is
+    /// given back, so that the caller drops it (running its deinits) after releasing the lock.
+    fn insert(&mut self, m: Module) -> Result<String, Box<(ModuleError, Module)>> {
         if self.modules.iter().any(|x| x.name == m.name) {
-            return Err(ModuleError::DuplicateModule(m.name.clone()));
+            return Err(Box::new((ModuleError::DuplicateModule(m.name.clone()), m)));
+        }
+        if let Some((f, other)) = m.functions.iter().find_map(|f| Some((f, self.by_id.get(&f.id)?))) {
+            let e = ModuleError::DuplicateFunction {
+                module: m.name.clone(),
+                id: f.id,
+                name: f.name.clone(),
+                other: format!("{}:{}", other.module_name(), other.name),
+            };
+            return Err(Box::new((e, m)));
         }
         for f in &m.functions {
             self.by_id.insert(f.id, f.clone());
@@ -472,7 +482,7 @@ impl Registry {
         let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
         // SAFETY: a 'static descriptor of this binary: its pointers stay valid forever.
         let m = unsafe { from_descriptor(desc, None, None, &inner.by_id)? };
-        inner.insert(m)
+        inner.insert(m).map_err(|refused| refused.0)
     }
 
     /// Load the module at `path`.
@@ -485,12 +495,15 @@ impl Registry {
             symbol: "srv6pipes_module",
             reason: dlerror_string(),
         })?;
-        // Hold the write lock across validation and insertion so two loads cannot claim the same id.
-        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        // Validation and the inits run without the lock (an init may take its time, and every accept reads
+        // the registry); the write lock is held only to insert, which checks the ids again (another load
+        // may have claimed one meanwhile: then this module is dropped and its deinits run).
+        let ids = self.inner.read().unwrap_or_else(|e| e.into_inner()).by_id.clone();
         // SAFETY: `sym` is the module's exported descriptor; its pointers live as long as `lib`, which the
         // returned module owns.
-        let m = unsafe { from_descriptor(sym as *const ModuleDesc, Some(lib), Some(path), &inner.by_id)? };
-        inner.insert(m)
+        let m = unsafe { from_descriptor(sym as *const ModuleDesc, Some(lib), Some(path), &ids)? };
+        let inserted = self.inner.write().unwrap_or_else(|e| e.into_inner()).insert(m);
+        inserted.map_err(|refused| refused.0)
     }
 
     /// Unload module `name`: its functions stop matching new flows at once; flows using it keep it alive.

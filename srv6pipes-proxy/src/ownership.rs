@@ -167,7 +167,7 @@ pub fn start(cfg: &ProxyConfig) -> Result<Start, OwnershipError> {
     let claim = Claim::of(&cfg.datapath);
     let mut claims = Claims::lock(&ns)?;
     let lock_path = state.lock_path();
-    let Some(mut lock) = FileLock::try_lock(&lock_path, true).map_err(lock_err(&lock_path))? else {
+    let Some(mut lock) = FileLock::try_lock_past_exit(&lock_path, true).map_err(lock_err(&lock_path))? else {
         let pid = holder(&lock_path);
         if !cfg.takeover {
             return Err(OwnershipError::Owned { pid, path: me, lock: lock_path });
@@ -395,7 +395,7 @@ pub fn teardown(state: &Path) -> Result<bool, OwnershipError> {
     let state = state_file(state)?;
     let mut claims = Claims::lock(&ns)?;
     let lock_path = state.lock_path();
-    let lock = match FileLock::try_lock(&lock_path, false) {
+    let lock = match FileLock::try_lock_past_exit(&lock_path, false) {
         Ok(Some(l)) => Some(l),
         Ok(None) => {
             claims.unlock();

@@ -114,7 +114,8 @@ fn worker(idx: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> i
                         match once {
                             std::task::Poll::Ready(Ok((s, _))) => {
                                 flow::reset(&s);
-                                shared.flows.counters.refused_limit.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                let at = crate::stats::Refused { worker: idx, ..Default::default() };
+                                shared.flows.refused(crate::stats::Reason::Limit, at);
                                 tracing::warn!(worker = idx, "accept: {e}: flow refused");
                             }
                             // Another thread took the descriptor: do not spin.
@@ -216,6 +217,8 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
     let life = Lifecycle::new(cfg.limits(default_max_flows), cfg.drain_timeout);
     let shared = Arc::new(Shared { cfg: cfg.flow.clone(), registry, flows: FlowTable::new(cfg.workers), life });
 
+    // A control group that does not exist is refused before anything is installed.
+    let group = cfg.control_group.as_deref().map(control::group_id).transpose()?;
     // Ownership first: a proxy refused (port, prefix, table or rule of another live proxy) must not
     // join that proxy's SO_REUSEPORT group even briefly.
     let start = if cfg.setup {
@@ -251,7 +254,7 @@ async fn run_main(cfg: ProxyConfig, default_max_flows: u64) -> Result<(), RunErr
         None => None,
     };
     // The control socket appears last: once it exists, the proxy is ready (tests and scripts wait for it).
-    let ctl = match control::bind(&cfg.control, takeover) {
+    let ctl = match control::bind(&cfg.control, takeover, group) {
         Ok(c) => c,
         Err(e) => {
             if let Owner::Owned(o) = owner {

@@ -24,6 +24,7 @@ pub struct View<'a> {
 /// `named` running in a host, stopped on drop.
 pub struct Bind {
     proc: Proc,
+    dir: std::path::PathBuf,
 }
 
 impl Bind {
@@ -54,7 +55,15 @@ impl Bind {
             let out = net.cmd(host, ["dig", "+short", "+time=1", "+tries=1", &server, zone, "SOA"]).output()?;
             Ok(!out.stdout.trim().is_empty())
         })?;
-        Ok(Bind { proc })
+        Ok(Bind { proc, dir })
+    }
+
+    /// Replace view `view`'s zone file with `zone` and make named load it (SIGHUP). It answers from the new
+    /// zone soon after; callers wait for an answer that shows it.
+    pub fn replace_zone(&self, view: &str, zone: &str) -> Result<()> {
+        let file = self.dir.join(format!("{view}.zone"));
+        std::fs::write(&file, zone).with_context(|| format!("writing {}", file.display()))?;
+        self.proc.signal(libc::SIGHUP)
     }
 
     /// What named logged so far (every query: `querylog yes`).

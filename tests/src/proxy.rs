@@ -50,14 +50,30 @@ impl Proxy {
         let control = net.dir().join(format!("{name}.sock"));
         let state = net.dir().join(format!("{name}.state"));
         let paths = [OsString::from("--control"), control.clone().into(), "--state".into(), state.clone().into()];
-        Proxy::spawn(net, host, prefix, port, ingress, &paths, extra, control, state)
+        Proxy::spawn(net, host, prefix, port, ingress, &paths, extra, control, state, &[])
+    }
+
+    /// As [`Proxy::start`], with the environment variables `env` too.
+    pub fn start_env(
+        net: &Net,
+        host: &str,
+        prefix: &str,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy> {
+        let control = net.dir().join(format!("{host}.sock"));
+        let state = net.dir().join(format!("{host}.state"));
+        let paths = [OsString::from("--control"), control.clone().into(), "--state".into(), state.clone().into()];
+        Proxy::spawn(net, host, prefix, port, "eth0,eth1", &paths, extra, control, state, env)
     }
 
     /// As [`Proxy::start`] with no path option: the control socket and state file are the defaults of the
     /// host's network namespace, `/run/srv6pipes/netns-INODE/proxy.{sock,state}`.
     pub fn start_default(net: &Net, host: &str, prefix: &str, port: u16, extra: &[&str]) -> Result<Proxy> {
         let dir = namespace_dir(net, host)?;
-        Proxy::spawn(net, host, prefix, port, "eth0,eth1", &[], extra, dir.join("proxy.sock"), dir.join("proxy.state"))
+        let (control, state) = (dir.join("proxy.sock"), dir.join("proxy.state"));
+        Proxy::spawn(net, host, prefix, port, "eth0,eth1", &[], extra, control, state, &[])
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -71,9 +87,13 @@ impl Proxy {
         extra: &[&str],
         control: PathBuf,
         state: PathBuf,
+        env: &[(&str, &str)],
     ) -> Result<Proxy> {
-        let mut proc = net
-            .cmd(host, [binaries::path("srv6pipes-proxy")?])
+        let mut cmd = net.cmd(host, [binaries::path("srv6pipes-proxy")?]);
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        let mut proc = cmd
             .args(["--prefix", prefix, "--port", &port.to_string(), "--ingress", ingress, "--workers", "2"])
             .args(paths)
             .args(extra)

@@ -651,7 +651,7 @@ fn srv6run_says_each_error_once_and_refuses_empty_list_elements() -> Result<()> 
 const ALLOWED_NEEDED: [&str; 6] =
     ["libc.so.6", "libm.so.6", "libdl.so.2", "libpthread.so.0", "librt.so.1", "libgcc_s.so.1"];
 /// Everything `libsrv6sock.so` exports: its hooks. A cdylib exports nothing else of Rust's.
-const HOOKS: [&str; 12] = [
+const HOOKS: [&str; 13] = [
     "accept",
     "accept4",
     "close",
@@ -663,6 +663,7 @@ const HOOKS: [&str; 12] = [
     "listen",
     "sendmsg",
     "sendto",
+    "setsockopt",
     "socket",
 ];
 /// Crates the shim must never contain: they bring threads, sockets or heavy state into every program.
@@ -721,4 +722,36 @@ fn shim_is_built_to_unwind() -> Result<()> {
     ensure!(symbols.contains(" panic_unwind::"), "libsrv6sock.so lacks the unwinding panic runtime");
     ensure!(!symbols.contains(" panic_abort::"), "libsrv6sock.so is built with panic = \"abort\"");
     Ok(())
+}
+
+/// Connect, start a child whose standard error is /dev/null (Python's subprocess makes it with vfork(), and
+/// the child calls dup2() onto descriptor 2 before exec), connect again.
+const VFORK_PY: &str = r#"
+import socket, subprocess, sys
+host, port = sys.argv[1], int(sys.argv[2])
+def fetch():
+    with socket.create_connection((host, port), timeout=20) as s:
+        s.sendall(b"GET /small.bin HTTP/1.0\r\n\r\n")
+        s.recv(12)
+fetch()
+subprocess.run(["true"], stderr=subprocess.DEVNULL, check=True)
+fetch()
+print("done")
+"#;
+
+#[test]
+fn a_vfork_childs_dup2_leaves_the_parents_state_alone() {
+    with_net("steering", "vfork", |net| {
+        let env = Env::start(net)?;
+        // The log on standard error: the child's dup2 onto descriptor 2 must not end the parent's log.
+        let argv = env.srv6run(
+            &["--segs", &env.segs(), "--log", "stderr"],
+            &[PYTHON, "-c", VFORK_PY, &env.service.to_string(), &PORT.to_string()],
+        );
+        let out = net.cmd("client", argv).timeout(RUN_TIMEOUT).run()?;
+        ensure!(out.stdout.trim() == "done", "{out}");
+        let attached = out.stderr.lines().filter(|l| l.contains("\"attached\"")).count();
+        ensure!(attached == 2, "both connections logged by the parent, {attached} seen:\n{}", out.stderr);
+        Ok(())
+    });
 }

@@ -1,4 +1,5 @@
-//! Asking the resolver agent (`srv6run --dns-paths`) for the paths of a name, from the `getaddrinfo()` hook.
+//! Asking the resolver agent (`srv6run --dns-paths`) for the paths of a name and the addresses libc returned
+//! for it, from the `getaddrinfo()` hook, and again from `connect()` when the path of the address expired.
 //!
 //! One Unix stream connection per lookup, non-blocking, every wait bounded by one deadline
 //! (`SRV6_AGENT_TIMEOUT_MS`): the program never waits longer than that for the agent, whatever the agent
@@ -9,8 +10,9 @@ use std::net::Ipv6Addr;
 
 use libc::{addrinfo, c_char, c_int, sockaddr, socklen_t};
 use libsrv6sock::policy::FailMode;
-use libsrv6sock::wire::agent::{self, AgentReply, MAX_REPLY, MAX_REQUEST};
+use libsrv6sock::wire::agent::{self, AgentReply, MAX_ADDRS, MAX_REPLY, MAX_REQUEST};
 
+use crate::learned::Kind;
 use crate::log::Failure;
 use crate::state::{AgentAddr, Shim};
 use crate::{learned, log, real};
@@ -39,11 +41,11 @@ fn errno() -> c_int {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
 }
 
-/// Ask for `name`; the reply's length in `reply`.
-fn ask(to: &AgentAddr, name: &[u8], reply: &mut [u8; MAX_REPLY]) -> Result<usize, Failure> {
+/// Ask for `name` and `addrs`; the reply's length in `reply`.
+fn ask(to: &AgentAddr, name: &[u8], addrs: &[Ipv6Addr], reply: &mut [u8; MAX_REPLY]) -> Result<usize, Failure> {
     let deadline = learned::now_ms().saturating_add(to.timeout_ms);
     let mut req = [0u8; MAX_REQUEST];
-    let req_len = agent::emit_request(name, &mut req).map_err(|_| Failure::Garbage(0))?;
+    let req_len = agent::emit_request(name, addrs, &mut req).map_err(|_| Failure::Garbage(0))?;
     let (sock, conn) = (real::SOCKET.get(), real::CONNECT.get());
     if sock.is_null() || conn.is_null() {
         return Err(Failure::Unreachable(libc::ENOSYS));
@@ -108,13 +110,14 @@ fn ask(to: &AgentAddr, name: &[u8], reply: &mut [u8; MAX_REPLY]) -> Result<usize
     }
 }
 
-/// The IPv6 addresses (not v4-mapped) of a getaddrinfo list, at most 16, into `out`; returns how many.
+/// The IPv6 addresses (not v4-mapped) of a getaddrinfo list, at most [`MAX_ADDRS`], into `out`; returns how
+/// many, and how many more there were.
 ///
 /// # Safety
 /// `list` is null or a list returned by getaddrinfo.
-unsafe fn v6_addrs(mut list: *const addrinfo, out: &mut [Ipv6Addr; 16]) -> usize {
-    let mut n = 0;
-    while !list.is_null() && n < out.len() {
+unsafe fn v6_addrs(mut list: *const addrinfo, out: &mut [Ipv6Addr; MAX_ADDRS]) -> (usize, usize) {
+    let (mut n, mut more) = (0, 0);
+    while !list.is_null() {
         // SAFETY: `list` walks getaddrinfo's own linked list.
         let ai = unsafe { &*list };
         if ai.ai_family == libc::AF_INET6
@@ -125,17 +128,47 @@ unsafe fn v6_addrs(mut list: *const addrinfo, out: &mut [Ipv6Addr; 16]) -> usize
             let sin6 = unsafe { std::ptr::read_unaligned(ai.ai_addr.cast::<libc::sockaddr_in6>()) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             if ip.to_ipv4_mapped().is_none() && !out[..n].contains(&ip) {
-                out[n] = ip;
-                n += 1;
+                if n < out.len() {
+                    out[n] = ip;
+                    n += 1;
+                } else {
+                    more += 1;
+                }
             }
         }
         list = ai.ai_next;
     }
-    n
+    (n, more)
 }
 
-/// After a successful `getaddrinfo(node)`: ask the agent for `node`'s paths and learn them. On failure,
-/// log; with the closed failure policy, connections to `node`'s IPv6 addresses are refused for a while.
+/// Ask the agent about `name` and `addrs` and learn the answer; returns how many addresses got a path.
+fn ask_and_learn(to: &AgentAddr, name: &[u8], addrs: &[Ipv6Addr]) -> Result<usize, Failure> {
+    let mut buf = [0u8; MAX_REPLY];
+    let len = ask(to, name, addrs, &mut buf)?;
+    let reply = AgentReply::new_checked(&buf[..len]).map_err(|e| Failure::Garbage(offset_of(&e)))?;
+    if reply.status() != agent::STATUS_OK {
+        return Err(Failure::LookupFailed);
+    }
+    let (mut paths, mut evicted) = (0, 0);
+    for e in reply.entries() {
+        let ttl_ms = u64::from(e.ttl).saturating_mul(1000);
+        let kind = match (e.srh.is_empty(), e.flags & agent::FLAG_MALFORMED != 0) {
+            (false, _) => Kind::Path,
+            (true, true) => Kind::Malformed,
+            (true, false) => Kind::NoPath,
+        };
+        paths += usize::from(kind == Kind::Path);
+        evicted += usize::from(learned::store(name, e.addr, ttl_ms, kind, e.srh));
+    }
+    if evicted > 0 {
+        log::paths_overflow(evicted, learned::capacity());
+    }
+    Ok(paths)
+}
+
+/// After a successful `getaddrinfo(node)`: ask the agent for `node`'s paths for the IPv6 addresses libc
+/// returned and learn them. On failure, log; with the closed failure policy, connections to these addresses
+/// from `node` are refused for a while.
 ///
 /// # Safety
 /// `node` is a C string and `list` a list returned by getaddrinfo.
@@ -148,40 +181,44 @@ pub unsafe fn learn(shim: &Shim, node: *const c_char, list: *const addrinfo) {
     if text.parse::<std::net::IpAddr>().is_ok() {
         return;
     }
-    let mut addrs = [Ipv6Addr::UNSPECIFIED; 16];
+    let mut addrs = [Ipv6Addr::UNSPECIFIED; MAX_ADDRS];
     // SAFETY: forwarded from the caller.
-    let count = unsafe { v6_addrs(list, &mut addrs) };
+    let (count, more) = unsafe { v6_addrs(list, &mut addrs) };
     if count == 0 {
         return;
     }
-    let mut buf = [0u8; MAX_REPLY];
-    let outcome = ask(to, name, &mut buf).and_then(|len| {
-        let reply = AgentReply::new_checked(&buf[..len]).map_err(|e| Failure::Garbage(offset_of(&e)))?;
-        if reply.status() != agent::STATUS_OK {
-            return Err(Failure::LookupFailed);
+    let addrs = &addrs[..count];
+    match ask_and_learn(to, name, addrs) {
+        Ok(paths) => {
+            learned::resolved(name, addrs);
+            log::agent_answer(text, paths, more);
         }
-        let mut learned_paths = 0;
-        for e in reply.entries() {
-            let ttl_ms = u64::from(e.ttl).saturating_mul(1000);
-            if e.srh.is_empty() {
-                learned::remember_no_path(e.addr, ttl_ms);
-            } else {
-                learned::remember_path(e.addr, ttl_ms, e.srh);
-                learned_paths += 1;
-            }
-        }
-        Ok(learned_paths)
-    });
-    match outcome {
-        Ok(paths) => log::agent_answer(text, paths),
         Err(failure) => {
             let closed = shim.fail() == FailMode::Closed;
             if closed {
-                for a in &addrs[..count] {
-                    learned::remember_refuse(*a, REFUSE_MS);
+                for a in addrs {
+                    learned::store(name, *a, REFUSE_MS, Kind::Refuse, &[]);
                 }
+                learned::resolved(name, addrs);
             }
             log::agent_failure(text, failure, closed);
+        }
+    }
+}
+
+/// From `connect()`, when the path of `addr` from `name` expired: ask the agent again (it looked the name
+/// up again before expiry while it was in use, so it answers at once) and learn the answer.
+pub fn refresh(shim: &Shim, name: &[u8], addr: Ipv6Addr) -> Result<(), Failure> {
+    let Some(to) = &shim.agent else { return Err(Failure::Unreachable(libc::ENOENT)) };
+    let text = std::str::from_utf8(name).unwrap_or("?");
+    match ask_and_learn(to, name, &[addr]) {
+        Ok(paths) => {
+            log::agent_answer(text, paths, 0);
+            Ok(())
+        }
+        Err(failure) => {
+            log::agent_failure(text, failure, shim.fail() == FailMode::Closed);
+            Err(failure)
         }
     }
 }

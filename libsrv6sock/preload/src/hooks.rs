@@ -13,10 +13,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use libc::{addrinfo, c_char, c_int, msghdr, sockaddr, socklen_t, ssize_t};
 use libsrv6sock::attach;
 use libsrv6sock::policy::{FailMode, Proto, Rule, ENV_SEGS};
+use libsrv6sock::wire::agent::MAX_NAME;
 use libsrv6sock::wire::srh::{self, Srh};
 
 use crate::learned::{self, Learned};
-use crate::log::{self, Action};
+use crate::log::{self, Action, Missing};
 use crate::state::{self, Shim, State};
 use crate::{agent, fds, names, real};
 
@@ -78,11 +79,13 @@ fn socket_proto(fd: BorrowedFd<'_>) -> Option<Proto> {
             &mut len,
         )
     };
-    match (rc, ty) {
-        (0, libc::SOCK_STREAM) => Some(Proto::Tcp),
-        (0, libc::SOCK_DGRAM) => Some(Proto::Udp),
-        _ => None,
-    }
+    let proto = match (rc, ty) {
+        (0, libc::SOCK_STREAM) => Proto::Tcp,
+        (0, libc::SOCK_DGRAM) => Proto::Udp,
+        _ => return None,
+    };
+    fds::set_proto(std::os::fd::AsRawFd::as_raw_fd(&fd), proto);
+    Some(proto)
 }
 
 /// The first rule covering this socket, using the host names learned from `getaddrinfo()`.
@@ -114,6 +117,11 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     if proto == Proto::Tcp && call != "connect" && !fastopen {
         return Outcome::Proceed;
     }
+    // A connected or connecting TCP socket keeps its SRH: connect() called again (the non-blocking "until
+    // EISCONN" idiom) gets the kernel's answer, whatever the shim would decide now.
+    if proto == Proto::Tcp && fds::connecting(fd) {
+        return Outcome::Proceed;
+    }
     let shim = match state {
         State::Ready(shim) => shim,
         State::Broken { closed: false } => return Outcome::Proceed,
@@ -122,24 +130,28 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
             return Outcome::Fail(libc::EINVAL);
         }
     };
+    let c = Call { name: call, sock, proto, dst, port };
     let found = lookup(shim, proto, dst, port);
     let mut buf = [0u8; srh::MAX_LEN];
     // Precedence: --segs (SRV6_SEGS), then a path DNS gave for this address (TCP), then the policy's rules.
     if proto == Proto::Tcp && found.is_none_or(|(_, r)| r.origin != ENV_SEGS) {
-        match learned::get(dst, &mut buf) {
-            Learned::Path(len) => {
-                return attach(shim, &Call { name: call, sock, proto, dst, port }, &mut buf, len, None)
+        match dns_path(shim, dst, &mut buf) {
+            Ok(Some(len)) => return attach(shim, &c, &mut buf, len, None),
+            Ok(None) => {}
+            Err(missing) => {
+                let errno = missing_errno(missing);
+                if shim.fail() == FailMode::Closed {
+                    log::dns_decision(call, proto, dst, port, &[], Action::Refused(errno), Some(missing));
+                    return Outcome::Fail(errno);
+                }
+                log::dns_decision(call, proto, dst, port, &[], Action::FailedOpen(errno), Some(missing));
             }
-            Learned::Refuse => {
-                log::dns_decision(call, proto, dst, port, &[], Action::Refused(REFUSED_ERRNO));
-                return Outcome::Fail(REFUSED_ERRNO);
-            }
-            Learned::Unknown | Learned::NoPath => {}
         }
     }
     let Some((index, rule)) = found else {
-        // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off.
-        if fds::clear_ours(fd) {
+        // A UDP socket sending elsewhere than where the shim steered its last datagram: take the SRH off
+        // (never a TCP socket's: it is not connected yet, so the SRH is the shim's from a failed attempt).
+        if proto == Proto::Udp && fds::clear_ours(fd) {
             let _ = attach::clear_srh(sock);
         }
         log::decision(call, proto, dst, port, None, Action::NoMatch);
@@ -147,7 +159,43 @@ unsafe fn steer(call: &'static str, fd: c_int, addr: *const sockaddr, len: sockl
     };
     let template = &shim.srhs[index];
     buf[..template.len()].copy_from_slice(template);
-    attach(shim, &Call { name: call, sock, proto, dst, port }, &mut buf, template.len(), Some(rule))
+    attach(shim, &c, &mut buf, template.len(), Some(rule))
+}
+
+/// The path DNS gives `dst` for the name this thread resolved it from (see [`learned`]), its SRH into
+/// `buf`: `Ok(Some(len))`; `Ok(None)`: no path from DNS (the policy decides); `Err`: there should be one
+/// and there is none. An expired path is asked again from the agent.
+fn dns_path(shim: &Shim, dst: Ipv6Addr, buf: &mut [u8; srh::MAX_LEN]) -> Result<Option<usize>, Missing> {
+    let name = learned::name_for(dst);
+    let mut name_buf = [0u8; MAX_NAME];
+    match learned::get(name, dst, buf, &mut name_buf) {
+        Learned::Path(len) => Ok(Some(len)),
+        Learned::NoPath => Ok(None),
+        Learned::Malformed => Err(Missing::MalformedRecord),
+        Learned::Refuse => Err(Missing::AgentFailed),
+        // This thread resolved the address from a name through the agent, and its entry is gone.
+        Learned::Unknown if name.is_some() => Err(Missing::Evicted),
+        Learned::Unknown => Ok(None),
+        Learned::Expired(len) => {
+            let name = &name_buf[..len];
+            agent::refresh(shim, name, dst).map_err(|_| Missing::Lapsed)?;
+            match learned::get(Some(learned::name_hash(name)), dst, buf, &mut [0u8; MAX_NAME]) {
+                Learned::Path(len) => Ok(Some(len)),
+                Learned::NoPath => Ok(None),
+                Learned::Malformed => Err(Missing::MalformedRecord),
+                Learned::Refuse | Learned::Unknown | Learned::Expired(_) => Err(Missing::Lapsed),
+            }
+        }
+    }
+}
+
+/// The errno of a connection refused for a missing path from DNS under `SRV6_FAIL=closed`.
+fn missing_errno(missing: Missing) -> c_int {
+    match missing {
+        Missing::AgentFailed | Missing::Lapsed => libc::EHOSTUNREACH,
+        Missing::Evicted => libc::ENOBUFS,
+        Missing::MalformedRecord => libc::EPROTO,
+    }
 }
 
 /// The call being steered: which hook, on which socket, towards where.
@@ -159,9 +207,6 @@ struct Call<'a> {
     port: u16,
 }
 
-/// Errno of a connection refused because the resolver agent failed under `SRV6_FAIL=closed`.
-const REFUSED_ERRNO: c_int = libc::EHOSTUNREACH;
-
 /// Attach the SRH template in `buf[..len]` (segment 0 set to `dst` here) unless the program put a routing
 /// header on the socket itself; `rule` is the policy rule it comes from, `None` for a path from DNS.
 fn attach(shim: &Shim, c: &Call<'_>, buf: &mut [u8; srh::MAX_LEN], len: usize, rule: Option<&Rule>) -> Outcome {
@@ -169,11 +214,12 @@ fn attach(shim: &Shim, c: &Call<'_>, buf: &mut [u8; srh::MAX_LEN], len: usize, r
     let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
     let say = |srh: &[u8], action| match rule {
         Some(r) => log::decision(call, proto, dst, port, Some(r), action),
-        None => log::dns_decision(call, proto, dst, port, srh, action),
+        None => log::dns_decision(call, proto, dst, port, srh, action, None),
     };
-    // Whether the program set a routing header: its first bytes are enough (the kernel copies what fits).
+    // Whether the program set a routing header: seen by the setsockopt() hook, or on a socket the shim did
+    // not see made, in its first bytes (the kernel copies what fits).
     let mut current = [0u8; 8];
-    if !fds::is_ours(fd) && attach::get_srh(sock, &mut current).is_ok_and(|n| n > 0) {
+    if fds::program_srh(fd) || (!fds::is_ours(fd) && attach::get_srh(sock, &mut current).is_ok_and(|n| n > 0)) {
         say(&buf[..len], Action::ProgramSrh);
         return Outcome::Proceed;
     }
@@ -229,6 +275,7 @@ type CloseFn = unsafe extern "C" fn(c_int) -> c_int;
 type DupFn = unsafe extern "C" fn(c_int) -> c_int;
 type Dup2Fn = unsafe extern "C" fn(c_int, c_int) -> c_int;
 type Dup3Fn = unsafe extern "C" fn(c_int, c_int, c_int) -> c_int;
+type SetsockoptFn = unsafe extern "C" fn(c_int, c_int, c_int, *const libc::c_void, socklen_t) -> c_int;
 type GetaddrinfoFn = unsafe extern "C" fn(*const c_char, *const c_char, *const addrinfo, *mut *mut addrinfo) -> c_int;
 
 /// `connect(2)`: attach the matching SRH before the SYN leaves.
@@ -244,9 +291,26 @@ pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_
             set_errno(e);
             -1
         }
-        // SAFETY: the caller's arguments, unchanged.
-        Outcome::Proceed => unsafe { real(fd, addr, len) },
+        Outcome::Proceed => {
+            // SAFETY: the caller's arguments, unchanged.
+            let rc = unsafe { real(fd, addr, len) };
+            started(fd, rc);
+            rc
+        }
     }
+}
+
+/// After a connect (or a TCP Fast Open send) on `fd` returned `rc`: a TCP socket whose connection started
+/// keeps its SRH from now on; one whose attempt failed at once may try again.
+fn started(fd: c_int, rc: c_int) {
+    if fds::proto(fd) != Some(Proto::Tcp) {
+        return;
+    }
+    // SAFETY: __errno_location returns this thread's errno slot; read only, kept for the caller.
+    let errno = unsafe { *libc::__errno_location() };
+    let started = rc >= 0 || matches!(errno, libc::EINPROGRESS | libc::EALREADY | libc::EISCONN | libc::EINTR);
+    fds::set_connecting(fd, started);
+    set_errno(errno);
 }
 
 /// `sendto(2)`: TCP Fast Open connects here; unconnected UDP chooses its destination here.
@@ -272,7 +336,11 @@ pub unsafe extern "C" fn sendto(
         }
     }
     // SAFETY: the caller's arguments, unchanged.
-    unsafe { real(fd, buf, n, flags, addr, len) }
+    let rc = unsafe { real(fd, buf, n, flags, addr, len) };
+    if flags & libc::MSG_FASTOPEN != 0 {
+        started(fd, if rc < 0 { -1 } else { 0 });
+    }
+    rc
 }
 
 /// `sendmsg(2)`: as [`sendto`], with the destination in `msg_name`.
@@ -295,7 +363,11 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         }
     }
     // SAFETY: the caller's arguments, unchanged.
-    unsafe { real(fd, msg, flags) }
+    let rc = unsafe { real(fd, msg, flags) };
+    if flags & libc::MSG_FASTOPEN != 0 {
+        started(fd, if rc < 0 { -1 } else { 0 });
+    }
+    rc
 }
 
 /// `getaddrinfo(3)`: resolve as usual (the resolver's own sockets pass through), then remember which IPv6
@@ -442,6 +514,28 @@ pub unsafe extern "C" fn dup3(oldfd: c_int, newfd: c_int, flags: c_int) -> c_int
     let rc = unsafe { real(oldfd, newfd, flags) };
     if rc >= 0 {
         fds::copy(oldfd, newfd);
+    }
+    rc
+}
+
+/// `setsockopt(2)`: a routing header the program sets (or removes) itself is the program's: the shim leaves
+/// that socket's SRH alone from then on. The shim's own calls (inside a hook) pass through unseen.
+///
+/// # Safety
+/// The caller upholds `setsockopt(2)`'s contract.
+#[no_mangle]
+pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const libc::c_void,
+    len: socklen_t,
+) -> c_int {
+    let real = real_fn!(real::SETSOCKOPT, SetsockoptFn);
+    // SAFETY: the caller's arguments, unchanged.
+    let rc = unsafe { real(fd, level, name, value, len) };
+    if rc == 0 && level == libc::IPPROTO_IPV6 && name == libc::IPV6_RTHDR && !BUSY.with(Cell::get) {
+        fds::set_program_srh(fd);
     }
     rc
 }

@@ -2,8 +2,9 @@
 //! unmodified program, following the steering policy (`libsrv6sock(7)`).
 //!
 //! It interposes `connect()`, `sendto()`/`sendmsg()` (TCP Fast Open and UDP), `getaddrinfo()` (to learn
-//! which host name an address came from) and `socket()`/`close()`/`dup()`/`dup2()`/`dup3()` (to know
-//! which descriptor numbers hold the shim's SRH); with `SRV6_REPLY`, `listen()` and `accept()`/`accept4()`
+//! which host name an address came from), `socket()`/`close()`/`dup()`/`dup2()`/`dup3()` (to know
+//! which descriptor numbers hold the shim's SRH) and `setsockopt()` (to see the program's own
+//! `IPV6_RTHDR`); with `SRV6_REPLY`, `listen()` and `accept()`/`accept4()`
 //! make a server reply along the return-path TLV of each SYN ([`serve`]). It must never take its host program down:
 //! * everything is parsed and every SRH pre-built in the library constructor ([`state`]); hooks only read
 //!   that immutable state, so they allocate nothing, take no lock and are safe in forked children and in
@@ -13,9 +14,10 @@
 //! * no threads of its own; a panic, in the constructor or a hook, never unwinds into C (the call goes on
 //!   to libc unchanged), and the build refuses `panic = "abort"`, which would turn it into a crash;
 //! * what the shim writes goes through [`output`]: no `std::io`, no SIGPIPE, errors mean "message lost";
-//! * paths from DNS come from the resolver agent ([`agent`], asked inside `getaddrinfo()` with a bounded
-//!   timeout and stack buffers) and are kept in a fixed lock-free table ([`learned`]) that `connect()`
-//!   reads; the shim has no DNS code.
+//! * paths from DNS come from the resolver agent ([`agent`], asked inside `getaddrinfo()`, and inside
+//!   `connect()` when a path's TTL ran out, with a bounded timeout and stack buffers) and are kept per
+//!   (name, address) in a lock-free table allocated once ([`learned`]) that `connect()` reads; the shim has
+//!   no DNS code.
 
 // catch_unwind is what keeps a bug in the shim from killing the host; with panic=abort it catches nothing.
 #[cfg(panic = "abort")]

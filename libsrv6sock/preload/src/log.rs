@@ -1,5 +1,7 @@
 //! The decision log: one JSON object per line, written with a single `write(2)` from a stack buffer so that
-//! hooks allocate nothing and lines from several processes or threads do not interleave.
+//! hooks allocate nothing and lines from several processes or threads do not interleave. Every line starts
+//! with the time (UTC, RFC 3339 with milliseconds), the program's name (its `argv[0]` without directories)
+//! and its process id.
 //!
 //! The log is written only while its descriptor still refers to the file it was opened on: once the program
 //! closes it or puts another file on its number (seen in `close()`/`dup2()`, or by the file's identity
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use libc::c_int;
 use libsrv6sock::policy::{FailMode, Proto, Rule};
 
-use crate::output;
+use crate::{fds, output};
 use libsrv6sock::wire::srh::Srh;
 
 /// The log's descriptor; -1 when there is no log.
@@ -25,8 +27,22 @@ static LOG_FILE: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 /// moved above them, so the program's next `open()` does not get our file as its standard error.
 const FIRST_PRIVATE_FD: c_int = 3;
 
+/// The program's name for the log lines, set once by [`open`].
+static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The program's name: `argv[0]` without directories, else the kernel's `comm`.
+fn program_name() -> String {
+    let from_args = std::env::args_os().next().and_then(|a| {
+        std::path::Path::new(&a).file_name().map(|n| n.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+    });
+    from_args
+        .or_else(|| std::fs::read_to_string("/proc/self/comm").ok().map(|c| c.trim_end().to_string()))
+        .unwrap_or_default()
+}
+
 /// Start logging to `target`: `stderr` (if open) or a file, appended. Called once, from the constructor.
 pub fn open(target: &str) -> Result<(), String> {
+    let _ = PROGRAM.set(program_name());
     if target == "stderr" {
         // With standard error closed, descriptor 2 is free for the program's next file: not ours to write.
         if let Some(id) = output::file_id(libc::STDERR_FILENO) {
@@ -63,9 +79,38 @@ fn start(fd: c_int, (dev, ino): (u64, u64)) {
     LOG_FD.store(fd, Ordering::Relaxed);
 }
 
-/// The program is closing `fd` or putting another file on it: if it is the log's, the log ends.
+/// The program is closing `fd` or putting another file on it: if it is the log's, the log ends (not for a
+/// `vfork()` child's close, which leaves the parent's descriptor open: see [`fds::owner`]).
 pub fn closed(fd: c_int) {
-    let _ = LOG_FD.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+    if fds::owner() {
+        let _ = LOG_FD.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// The current time as `YYYY-MM-DDTHH:MM:SS.mmmZ` (no allocation, no time-zone files).
+struct Now;
+
+impl fmt::Display for Now {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+        let secs = ts.tv_sec.max(0);
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z / 146_097;
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        let ms = ts.tv_nsec / 1_000_000;
+        write!(f, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    }
 }
 
 /// A line being built; text past its capacity is cut (the line still ends with a newline).
@@ -118,7 +163,9 @@ fn emit(fill: impl FnOnce(&mut Line) -> fmt::Result) {
     let mut line = Line { buf: [0; 2048], len: 0 };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };
-    let _ = write!(line, "{{\"pid\":{pid},").and_then(|_| fill(&mut line));
+    let program = PROGRAM.get().map_or("", String::as_str);
+    let _ = write!(line, "{{\"time\":\"{Now}\",\"program\":\"{}\",\"pid\":{pid},", Json(program))
+        .and_then(|_| fill(&mut line));
     line.buf[line.len] = b'\n';
     output::write_all(fd, line.buf.get(..=line.len).unwrap_or_default());
 }
@@ -221,9 +268,22 @@ pub enum Failure {
     LookupFailed,
 }
 
-/// Log what the resolver agent taught about `name`: how many of its addresses have a path.
-pub fn agent_answer(name: &str, paths: usize) {
-    emit(|l| write!(l, "\"event\":\"dns-paths\",\"name\":\"{}\",\"paths\":{paths}}}", Json(name)));
+/// Log what the resolver agent taught about `name`: how many of its addresses have a path, and how many
+/// addresses libc returned past those the agent can be asked about (`not_asked`: they get no path).
+pub fn agent_answer(name: &str, paths: usize, not_asked: usize) {
+    emit(|l| {
+        write!(l, "\"event\":\"dns-paths\",\"name\":\"{}\",\"paths\":{paths}", Json(name))?;
+        if not_asked > 0 {
+            write!(l, ",\"not_asked\":{not_asked}")?;
+        }
+        l.write_str("}")
+    });
+}
+
+/// Log that learning a name's paths evicted `evicted` live paths of other names from the table of `slots`
+/// (`SRV6_PATHS`): connections to them fail under the closed failure policy, and go unsteered otherwise.
+pub fn paths_overflow(evicted: usize, slots: usize) {
+    emit(|l| write!(l, "\"event\":\"paths-overflow\",\"evicted\":{evicted},\"slots\":{slots}}}"));
 }
 
 /// Log that the agent gave no usable answer for `name`, and what follows from the failure policy.
@@ -243,14 +303,50 @@ pub fn agent_failure(name: &str, failure: Failure, closed: bool) {
     });
 }
 
-/// Log one decision taken from a path learned from DNS (`srh`: the SRH attached, or empty).
-pub fn dns_decision(call: &str, proto: Proto, dst: Ipv6Addr, port: u16, srh: &[u8], action: Action) {
+/// Why a path from DNS is missing for a connection that should have one.
+#[derive(Clone, Copy)]
+pub enum Missing {
+    /// The agent gave no answer for the name (failure logged with the `dns-paths` event).
+    AgentFailed,
+    /// The path's TTL ran out and asking the agent again failed.
+    Lapsed,
+    /// The path was evicted from the shim's table (`SRV6_PATHS` too small for the names in use).
+    Evicted,
+    /// The name's path record is malformed.
+    MalformedRecord,
+}
+
+impl Missing {
+    fn name(self) -> &'static str {
+        match self {
+            Missing::AgentFailed => "agent-failed",
+            Missing::Lapsed => "path-lapsed",
+            Missing::Evicted => "path-evicted",
+            Missing::MalformedRecord => "malformed-record",
+        }
+    }
+}
+
+/// Log one decision taken from a path learned from DNS (`srh`: the SRH attached, or empty; `reason`: why
+/// there is none).
+pub fn dns_decision(
+    call: &str,
+    proto: Proto,
+    dst: Ipv6Addr,
+    port: u16,
+    srh: &[u8],
+    action: Action,
+    reason: Option<Missing>,
+) {
     emit(|l| {
         write!(l, "\"event\":\"{call}\",\"proto\":\"{}\",\"dst\":\"{dst}\",\"port\":{port},", proto.name())?;
         let (name, errno) = action_name(action);
         write!(l, "\"action\":\"{name}\"")?;
         if errno != 0 {
             write!(l, ",\"errno\":{errno},\"error\":\"{}\"", Json(strerror(errno, &mut [0; 128])))?;
+        }
+        if let Some(r) = reason {
+            write!(l, ",\"reason\":\"{}\"", r.name())?;
         }
         l.write_str(",\"rule\":\"dns\",\"segments\":[")?;
         let view = Srh::new_unchecked(srh);

@@ -38,12 +38,25 @@ pub static DUP3: Real = Real::new(b"dup3\0");
 pub static LISTEN: Real = Real::new(b"listen\0");
 pub static ACCEPT: Real = Real::new(b"accept\0");
 pub static ACCEPT4: Real = Real::new(b"accept4\0");
+pub static SETSOCKOPT: Real = Real::new(b"setsockopt\0");
 
 /// Resolve every symbol now, in the constructor, so hooks normally never call `dlsym`.
 pub fn resolve_all() {
-    for r in
-        [&CONNECT, &SENDTO, &SENDMSG, &GETADDRINFO, &SOCKET, &CLOSE, &DUP, &DUP2, &DUP3, &LISTEN, &ACCEPT, &ACCEPT4]
-    {
+    for r in [
+        &CONNECT,
+        &SENDTO,
+        &SENDMSG,
+        &GETADDRINFO,
+        &SOCKET,
+        &CLOSE,
+        &DUP,
+        &DUP2,
+        &DUP3,
+        &LISTEN,
+        &ACCEPT,
+        &ACCEPT4,
+        &SETSOCKOPT,
+    ] {
         r.get();
     }
 }

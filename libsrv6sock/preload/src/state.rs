@@ -6,7 +6,7 @@ use libsrv6sock::policy::{FailMode, Policy, ENV_FAIL, ENV_LOG};
 use libsrv6sock::reply::ReplyPolicy;
 use libsrv6sock::wire::agent;
 
-use crate::{log, output};
+use crate::{fds, learned, log, output};
 
 /// A ready shim: the policy and every rule's SRH, pre-built.
 pub struct Shim {
@@ -41,6 +41,15 @@ fn agent_addr(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<Box<AgentAd
         None if std::path::Path::new(agent::SYSTEM_SOCKET).exists() => agent::SYSTEM_SOCKET.to_string(),
         None => return Ok(None),
     };
+    let slots = match env(agent::ENV_PATHS) {
+        None => agent::DEFAULT_PATHS,
+        Some(n) => n
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("{}={n:?} is not a positive number of paths", agent::ENV_PATHS))?,
+    };
+    learned::init(slots);
     let timeout_ms = match env(agent::ENV_AGENT_TIMEOUT) {
         None => agent::DEFAULT_TIMEOUT_MS,
         Some(t) => {
@@ -102,6 +111,7 @@ fn build(policy: Policy, reply: Option<ReplyPolicy>, agent: Option<Box<AgentAddr
 
 /// Read the environment and the policy file; called once from the library constructor.
 pub fn init() {
+    fds::init();
     let env = |k: &str| std::env::var(k).ok();
     if let Some(target) = env(ENV_LOG).filter(|t| !t.is_empty()) {
         if let Err(e) = log::open(&target) {
