@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use libsrv6sock::policy::{FailMode, Policy, Proto, Rule};
 use srv6pipes_steer::{CgroupSteer, RunRule};
 
+use crate::cli::Cli;
 use crate::run_cgroup::{self, RunCgroup};
 
 /// CAP_NET_ADMIN's bit in the capability sets.
@@ -38,14 +39,17 @@ pub fn missing_privilege() -> Option<String> {
     })
 }
 
-/// What kernel mode cannot do with these options, if anything.
-pub fn unsupported(dns_paths: bool, reply_path: bool) -> Option<&'static str> {
-    if dns_paths {
-        Some("--dns-paths needs the shim (paths come with getaddrinfo() answers); in kernel mode use --segs or policy rules by prefix")
-    } else if reply_path {
-        Some("--reply-path needs the shim; for a server the shim cannot reach, run srv6reply(8)")
+/// What kernel mode cannot do with these options and this policy, if anything.
+pub fn unsupported(cli: &Cli, policy: &Policy) -> Option<String> {
+    if cli.dns_paths {
+        Some("--dns-paths needs the shim (paths come with getaddrinfo() answers); in kernel mode use --segs or policy rules by prefix".into())
+    } else if cli.reply_path {
+        Some("--reply-path needs the shim; for a server the shim cannot reach, run srv6reply(8)".into())
     } else {
-        None
+        // The kernel computes the digest only when it sends a socket's own SRH.
+        policy.rules.iter().find(|r| r.path.hmac_key.is_some()).map(|r| {
+            format!("rule {} asks for an HMAC TLV, which the kernel fills in only for the shim's headers", r.origin)
+        })
     }
 }
 

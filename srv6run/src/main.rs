@@ -114,20 +114,18 @@ enum Mode {
 }
 
 /// The mode `--via` and PROGRAM give, with the reason; an error when PROGRAM cannot be steered.
-fn choose_mode(cli: &Cli, program: &std::path::Path) -> Result<(Mode, String)> {
+fn choose_mode(cli: &Cli, policy: &Policy, program: &std::path::Path) -> Result<(Mode, String)> {
     let preloadable = program::check_preloadable(program);
     match cli.via {
         Via::Preload => preloadable.map(|()| (Mode::Preload, "--via preload".to_string())),
-        Via::Kernel => match kernel::unsupported(cli.dns_paths, cli.reply_path) {
+        Via::Kernel => match kernel::unsupported(cli, policy) {
             Some(why) => anyhow::bail!("--via kernel: {why}"),
             None => Ok((Mode::Kernel, "--via kernel".to_string())),
         },
         Via::Auto => match preloadable {
             Ok(()) => Ok((Mode::Preload, "the shim reaches a dynamically linked program's sockets".to_string())),
             Err(e) => {
-                let blocker = kernel::unsupported(cli.dns_paths, cli.reply_path)
-                    .map(str::to_string)
-                    .or_else(kernel::missing_privilege);
+                let blocker = kernel::unsupported(cli, policy).or_else(kernel::missing_privilege);
                 match blocker {
                     Some(why) => Err(e.context(format!("kernel mode is not possible either: {why}"))),
                     None => Ok((Mode::Kernel, format!("the shim cannot reach it: {}", e.root_cause()))),
@@ -150,7 +148,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
         let mut e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
         let mode = program::locate(&cli.command[0], std::env::var("PATH").ok().as_deref())
-            .and_then(|path| choose_mode(&cli, &path));
+            .and_then(|path| choose_mode(&cli, &policy, &path));
         match mode {
             Ok((m, why)) => {
                 e["mode"] = (if m == Mode::Kernel { "kernel" } else { "preload" }).into();
@@ -174,7 +172,7 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     }
     let name = &cli.command[0];
     let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
-    let (mode, _) = choose_mode(&cli, &path).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+    let (mode, _) = choose_mode(&cli, &policy, &path).map_err(|e| (EXIT_CANNOT_RUN, e))?;
 
     let mut cmd = Command::new(&path);
     cmd.arg0(name).args(&cli.command[1..]);
