@@ -569,3 +569,49 @@ fn full_size_uploads_fit_the_mtu() {
         Ok(())
     })
 }
+
+#[test]
+fn static_busybox_wget_goes_through_a_proxy_chain() {
+    with_net("proxy-chain", "kchain", |net| {
+        use srv6pipes_tests::proxy::Proxy;
+        // xor (key 0x5a) on p1 and on p2: the bytes between them are XORed, the ends see the original.
+        const XOR_CHAIN: &str = "fc00:f1::2:0:5a,fc00:f2::2:0:5a";
+        let server = HttpServer::start(net, "server", PORT)?;
+        let sha256 = server.add_random_file(FILE, FILE_SIZE)?;
+        let p1 = Proxy::start(net, "p1", "fc00:f1::/80", 5001, &[])?;
+        let p2 = Proxy::start(net, "p2", "fc00:f2::/80", 5002, &[])?;
+        let client = net.addr("client", "eth0")?;
+        let service = net.addr("server", "eth0")?;
+        let on_p1 = net.capture_filtered("p1", "eth0", &format!("ip6 src host {client}"))?;
+        let out = net.path("chain.out");
+        let srv6run = binaries::path("srv6run")?;
+        net.cmd("client", [srv6run])
+            .args(["--segs", XOR_CHAIN, "--fail", "closed", "--", "busybox", "wget", "-q", "-O"])
+            .arg(&out)
+            .arg(format!("http://[{service}]:{PORT}/{FILE}"))
+            .timeout(RUN_TIMEOUT)
+            .run()?;
+        let got = sha256_file(&out)?;
+        ensure!(got == sha256, "through the chain: sha256 {got}, served {sha256}");
+        let (s1, s2) = (p1.stats(net)?, p2.stats(net)?);
+        ensure!(s1.accepted >= 1 && s2.accepted >= 1, "the proxies did not relay the flow: {s1:?} {s2:?}");
+        let fin =
+            |p: &[Packet]| p.iter().any(|p| p.has_flags(flags::FIN) && p.tcp().is_some_and(|t| t.dst_port == PORT));
+        on_p1.wait_for("the client's FIN", SETTLE_TIMEOUT, fin)?;
+        let packets = oracle::cross_check(&on_p1.stop()?)?;
+        let forward: Vec<&Packet> = packets.iter().filter(|p| p.tcp().is_some_and(|t| t.dst_port == PORT)).collect();
+        ensure!(forward.iter().any(|p| p.has_flags(flags::SYN)), "p1: no SYN from the client");
+        let (w1, w2): (Ipv6Addr, Ipv6Addr) = ("fc00:f1::2:0:5a".parse()?, "fc00:f2::2:0:5a".parse()?);
+        for p in forward {
+            let srh = p.srh_repr().with_context(|| format!("p1: frame {} has no SRH", p.frame))?;
+            ensure!(srh.segments == [service, w2, w1], "p1: frame {}: segments {:?}", p.frame, srh.segments);
+            ensure!(
+                srh.return_path() == Some(&[w1, w2][..]),
+                "p1: frame {}: return path {:?}",
+                p.frame,
+                srh.return_path()
+            );
+        }
+        Ok(())
+    })
+}
