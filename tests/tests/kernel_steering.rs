@@ -615,3 +615,37 @@ fn static_busybox_wget_goes_through_a_proxy_chain() {
         Ok(())
     })
 }
+
+#[test]
+fn kernel_mode_refuses_what_it_cannot_steer_and_says_why() {
+    with_net("steering", "krefuse", |net| {
+        let srv6run = binaries::path("srv6run")?;
+        let marker = net.path("ran");
+        let touch = format!("touch {}", marker.display());
+        // No route to the first waypoint: refused before the program runs, never sent unsteered.
+        let out = net
+            .cmd("client", [srv6run.clone()])
+            .args(["--via", "kernel", "--segs", "fc00:dead::1", "--", "sh", "-c", &touch])
+            .output()?;
+        ensure!(out.status.code() == Some(126), "no route: {out}");
+        ensure!(out.stderr.contains("no route to the first waypoint fc00:dead::1"), "no route: {out}");
+        // Paths from DNS need the shim.
+        let out = net
+            .cmd("client", [srv6run.clone()])
+            .args(["--via", "kernel", "--dns-paths", "--", "sh", "-c", &touch])
+            .output()?;
+        ensure!(out.status.code() == Some(126) && out.stderr.contains("--dns-paths needs the shim"), "dns: {out}");
+        // Without CAP_NET_ADMIN.
+        let out = net
+            .cmd("client", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--"])
+            .arg(&srv6run)
+            .args(["--via", "kernel", "--segs", "fc00:f1::1", "--", "sh", "-c", &touch])
+            .output()?;
+        ensure!(
+            out.status.code() == Some(126) && out.stderr.contains("needs root, or CAP_NET_ADMIN"),
+            "unprivileged: {out}"
+        );
+        ensure!(!marker.exists(), "a refused program ran");
+        Ok(())
+    })
+}
