@@ -89,6 +89,14 @@ pub struct Cli {
     #[arg(long, value_name = "PATH", env = "SRV6RUN_PRELOAD")]
     pub preload: Option<PathBuf>,
 
+    /// How the SRH gets in: preload (the shim, in PROGRAM's sockets), kernel (PROGRAM and every child it
+    /// starts run in a cgroup of their own, and an eBPF program on the host's devices inserts the SRH into
+    /// their packets: static binaries, Go, io_uring; needs root or CAP_NET_ADMIN and CAP_BPF), or auto:
+    /// preload, and kernel for a program the shim cannot reach (static, setuid/setgid) when srv6run has the
+    /// privileges and no option needs the shim (--dns-paths, --reply-path).
+    #[arg(long, value_name = "preload|kernel|auto", value_enum, default_value_t = Via::Auto)]
+    pub via: Via,
+
     /// Do not run PROGRAM: print the rules and the path each destination named in its arguments (URLs,
     /// [addr]:port, addresses, host names) would get, then check what the run would meet (the program, a route
     /// to each path's first waypoint, the MTU left, seg6_enabled) and say which check would fail.
@@ -104,6 +112,17 @@ pub struct Cli {
     pub command: Vec<String>,
 }
 
+/// `--via`: how the SRH gets into PROGRAM's packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// LD_PRELOAD of libsrv6sock.so.
+    Preload,
+    /// A cgroup and an eBPF program in the kernel datapath.
+    Kernel,
+    /// Preload, or kernel when the shim cannot reach PROGRAM.
+    Auto,
+}
+
 const AFTER_HELP: &str = "\
 Examples:
   srv6run --segs fc00:e1::1,fc00:e2::1 -- curl http://[fc00:4::2]/
@@ -111,6 +130,7 @@ Examples:
   srv6run --policy paths.toml --fail closed --log stderr -- wget http://www.example.net/
   srv6run --explain --policy paths.toml -- curl http://www.example.net/
   srv6run --dns-paths -- curl http://www.example.test/
+  sudo srv6run --via kernel --segs fc00:e1::1 -- busybox wget http://[fc00:4::2]/
 
 See srv6run(1) and libsrv6sock(7).";
 

@@ -169,7 +169,12 @@ fn list(v: &Value) -> String {
 
 /// The explanation for people.
 pub fn to_text(e: &Value) -> String {
-    let mut out = format!(
+    let mut out = match (e["mode"].as_str(), e["mode_error"].as_str()) {
+        (Some(m), _) => format!("mode: {m} ({})\n", e["mode_reason"].as_str().unwrap_or("")),
+        (None, Some(err)) => format!("mode: none: {err}\n"),
+        (None, None) => String::new(),
+    };
+    out += &format!(
         "preload: {}\nfailure policy: {}\nrules (first match wins):\n",
         e["preload"].as_str().unwrap_or(""),
         e["fail"].as_str().unwrap_or("")

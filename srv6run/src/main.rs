@@ -5,9 +5,11 @@ mod checks;
 mod cli;
 mod explain;
 mod hmac;
+mod kernel;
 mod policy_file;
 mod preload;
 mod program;
+mod run_cgroup;
 
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
@@ -21,7 +23,7 @@ use libsrv6sock::reply::{self, ReplyPolicy};
 use libsrv6sock::wire::agent as wire_agent;
 use srv6pipes_dns::lookup::{parse_server, LookupConfig, PathLookup};
 
-use cli::Cli;
+use cli::{Cli, Via};
 
 /// Exit status when srv6run itself refuses (bad options or policy).
 const EXIT_USAGE: u8 = 2;
@@ -140,6 +142,35 @@ fn explain_lookups(cli: &Cli) -> Result<explain::DnsAnswers> {
     })
 }
 
+/// How the SRH gets into PROGRAM's packets, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Preload,
+    Kernel,
+}
+
+/// The mode `--via` and PROGRAM give, with the reason; an error when PROGRAM cannot be steered.
+fn choose_mode(cli: &Cli, policy: &Policy, program: &std::path::Path) -> Result<(Mode, String)> {
+    let preloadable = program::check_preloadable(program);
+    match cli.via {
+        Via::Preload => preloadable.map(|()| (Mode::Preload, "--via preload".to_string())),
+        Via::Kernel => match kernel::unsupported(cli, policy) {
+            Some(why) => anyhow::bail!("--via kernel: {why}"),
+            None => Ok((Mode::Kernel, "--via kernel".to_string())),
+        },
+        Via::Auto => match preloadable {
+            Ok(()) => Ok((Mode::Preload, "the shim reaches a dynamically linked program's sockets".to_string())),
+            Err(e) => {
+                let blocker = kernel::unsupported(cli, policy).or_else(kernel::missing_privilege);
+                match blocker {
+                    Some(why) => Err(e.context(format!("kernel mode is not possible either: {why}"))),
+                    None => Ok((Mode::Kernel, format!("the shim cannot reach it: {}", e.root_cause()))),
+                }
+            }
+        },
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     let usage = |e: anyhow::Error| (EXIT_USAGE, e);
     let options = cli_env(&cli).map_err(usage)?;
@@ -153,6 +184,15 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
         let dns = if cli.dns_paths { Some(explain_lookups(&cli).map_err(usage)?) } else { None };
         let mut e = explain::explain(&policy, &preload.display().to_string(), &cli.command[1..], dns.as_ref());
         e["checks"] = checks::all(&cli.command[0], &policy, &explain::dns_paths(&e), cli.reply_path);
+        let mode = program::locate(&cli.command[0], std::env::var("PATH").ok().as_deref())
+            .and_then(|path| choose_mode(&cli, &policy, &path));
+        match mode {
+            Ok((m, why)) => {
+                e["mode"] = (if m == Mode::Kernel { "kernel" } else { "preload" }).into();
+                e["mode_reason"] = why.into();
+            }
+            Err(err) => e["mode_error"] = format!("{err:#}").into(),
+        }
         if cli.json {
             println!("{}", serde_json::to_string_pretty(&e).expect("JSON values always serialize"));
         } else {
@@ -169,10 +209,14 @@ fn run(cli: Cli) -> Result<ExitCode, (u8, anyhow::Error)> {
     }
     let name = &cli.command[0];
     let path = program::locate(name, std::env::var("PATH").ok().as_deref()).map_err(|e| (EXIT_NOT_FOUND, e))?;
-    program::check_preloadable(&path).map_err(|e| (EXIT_CANNOT_RUN, e))?;
+    let (mode, _) = choose_mode(&cli, &policy, &path).map_err(|e| (EXIT_CANNOT_RUN, e))?;
 
     let mut cmd = Command::new(&path);
-    cmd.arg0(name).args(&cli.command[1..]).envs(&env);
+    cmd.arg0(name).args(&cli.command[1..]);
+    if mode == Mode::Kernel {
+        return kernel::run(cmd, &policy).map_err(|e| (EXIT_CANNOT_RUN, e.context("kernel mode")));
+    }
+    cmd.envs(&env);
     if cli.dns_paths {
         let config = dns_config(&cli).map_err(usage)?;
         let socket = agent::launch(&config).map_err(|e| (EXIT_CANNOT_RUN, e))?;

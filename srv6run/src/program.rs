@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 /// What to do instead of a preload, said when a program is refused.
-const INSTEAD: &str = "steer its traffic with a route instead, e.g.\n  \
+const INSTEAD: &str = "steer it in the kernel with srv6run --via kernel (as root), or with a route, e.g.\n  \
     ip -6 route add DST/128 encap seg6 mode inline segs SID1,SID2 dev DEV";
 
 /// The path `exec` will run: `name` itself if it has a slash, else the first executable match in `PATH`.

@@ -92,11 +92,20 @@ fn hex(s: &str) -> Result<u32> {
 }
 
 /// Frame numbers of TCP packets whose checksum tshark finds wrong. Only meaningful for packets sent with
-/// tx checksum offload off (with offload on, captures hold partial checksums).
+/// tx checksum offload off (with offload on, captures hold partial checksums). 0xffff where tshark computes
+/// 0x0000 is not wrong: both are zero in ones' complement (RFC 1624), and the kernel's software checksum
+/// (`skb_checksum_help`) writes 0xffff for a zero result.
 pub fn tshark_bad_tcp_checksums(path: &Path) -> Result<Vec<usize>> {
     let out = Cmd::new(["tshark", "-n", "-o", "tcp.check_checksum:TRUE", "-r"])
         .arg(path)
-        .args(["-Y", "tcp.checksum.status == 0 && !icmpv6", "-T", "fields", "-e", "frame.number"])
+        .args([
+            "-Y",
+            "tcp.checksum.status == 0 && !icmpv6 && !(tcp.checksum == 0xffff && tcp.checksum_calculated == 0x0000)",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+        ])
         .timeout(DECODE_TIMEOUT)
         .run()?;
     out.stdout.lines().map(|l| l.trim().parse().with_context(|| format!("tshark frame number {l:?}"))).collect()

@@ -398,7 +398,7 @@ fn build_c_program(dir: &Path, name: &str, static_link: bool, marker: &Path) -> 
 
 fn run_srv6run(program: &Path) -> Result<std::process::Output> {
     Ok(std::process::Command::new(binaries::path("srv6run")?)
-        .args(["--segs", "fc00::1", "--"])
+        .args(["--via", "preload", "--segs", "fc00::1", "--"])
         .arg(program)
         .output()?)
 }
@@ -411,7 +411,10 @@ fn static_and_setuid_programs_are_refused_and_not_run() -> Result<()> {
     let out = run_srv6run(&static_bin)?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.code() == Some(126) && stderr.contains("statically linked"), "static refused: {stderr}");
-    ensure!(stderr.contains("encap seg6"), "the refusal says what to do instead: {stderr}");
+    ensure!(
+        stderr.contains("--via kernel") && stderr.contains("encap seg6"),
+        "the refusal says what to do instead: {stderr}"
+    );
 
     let setuid_bin = build_c_program(dir.path(), "setuid", false, &marker)?;
     std::fs::set_permissions(&setuid_bin, std::os::unix::fs::PermissionsExt::from_mode(0o4755))?;
