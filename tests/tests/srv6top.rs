@@ -277,10 +277,13 @@ fn live_capture_on_a_proxy_link_joins_the_proxies_counters() {
         let row = live.flows.iter().find(|f| f.server_port == HTTP_PORT).with_context(|| format!("{live:#?}"))?;
         let server: Ipv6Addr = SERVER.parse()?;
         let xor2: Ipv6Addr = "fc00:f2::2:0:5a".parse()?;
+        let xor1: Ipv6Addr = "fc00:f1::2:0:5a".parse()?;
         ensure!(row.client.to_string() == CLIENT && row.server == server, "live row {row:?}");
-        ensure!(row.segments.as_deref() == Some(&[server, xor2][..]), "segments on p1 — p2: {:?}", row.segments);
+        // p1 sends the whole list on, the segment it consumed included, with p2's SID active.
+        let segments = [server, xor2, xor1];
+        ensure!(row.segments.as_deref() == Some(&segments[..]), "segments on p1 — p2: {:?}", row.segments);
         ensure!(row.segments_left == Some(1), "segments left on p1 — p2: {:?}", row.segments_left);
-        ensure!(row.functions == functions_of(&[xor2]), "functions: {:?}", row.functions);
+        ensure!(row.functions == functions_of(&[xor2, xor1]), "functions: {:?}", row.functions);
         ensure!(row.down.payload > 0, "no download bytes seen in 3 s: {row:?}");
         // The proxy's own entry for this flow: its function and its counters, which have moved.
         let proxy = row.proxies.first().with_context(|| format!("p1's flow not joined: {row:?}"))?;
