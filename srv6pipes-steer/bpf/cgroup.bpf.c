@@ -18,7 +18,6 @@
 
 #define MAX_RULES 32
 #define RULE_SRH_MAX 512
-#define MAX_TCPOPTS 20
 #define CFG_FAIL_CLOSED 1
 #define PROTO_TCP 1
 #define PROTO_UDP 2
@@ -103,48 +102,6 @@ static __always_inline void stat(__u32 i)
 
 	if (c)
 		__sync_fetch_and_add(c, 1);
-}
-
-/* Lower the MSS option of the SYN-ACK at tcp_off by cut bytes; returns 1 if done. */
-__attribute__((noinline)) int lower_mss(struct __sk_buff *skb, __u32 tcp_off, __u32 doff, __u32 cut)
-{
-	if (!skb)
-		return 0;
-
-	__u32 off = tcp_off + sizeof(struct tcphdr), end = tcp_off + doff;
-	__u8 o[2];
-
-	for (int i = 0; i < MAX_TCPOPTS; i++) {
-		if (off >= end)
-			return 0;
-		if (bpf_skb_load_bytes(skb, off, o, 1))
-			return 0;
-		if (o[0] == 0)
-			return 0;
-		if (o[0] == 1) {
-			off += 1;
-			continue;
-		}
-		if (off + 2 > end || bpf_skb_load_bytes(skb, off, o, 2) || o[1] < 2)
-			return 0;
-		if (o[0] == 2 && o[1] == 4) {
-			__be16 old, new;
-			__u16 mss;
-
-			if (bpf_skb_load_bytes(skb, off + 2, &old, 2))
-				return 0;
-			mss = bpf_ntohs(old);
-			if (mss <= cut + 536)
-				return 0;
-			new = bpf_htons(mss - cut);
-			if (bpf_l4_csum_replace(skb, tcp_off + offsetof(struct tcphdr, check), old, new, 2) ||
-			    bpf_skb_store_bytes(skb, off + 2, &new, 2, 0))
-				return 0;
-			return 1;
-		}
-		off += o[1];
-	}
-	return 0;
 }
 
 /* The first rule covering (daddr, dport, proto), or NULL. */

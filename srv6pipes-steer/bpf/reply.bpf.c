@@ -21,7 +21,6 @@
 #define MAX_WP 15 /* a TLV value is at most 255 bytes: 2 + 15 * 16 */
 #define MAX_SEGS 16
 #define MAX_TLVS 16
-#define MAX_TCPOPTS 20
 #define SRH_MAX (8 + 16 * (MAX_WP + 1))
 
 #define ST_FIN_IN 1
@@ -160,49 +159,6 @@ static __always_inline int bad_waypoint(const __u8 *a)
  * verified once for each (over the verifier's million-instruction budget).
  */
 
-/* Lower the MSS option of the SYN at tcp_off by cut bytes; returns cut if done, else 0. */
-__attribute__((noinline)) int clamp_mss(struct __sk_buff *skb, __u32 tcp_off, __u32 doff, __u32 cut)
-{
-	if (!skb)
-		return 0;
-
-	__u32 off = tcp_off + sizeof(struct tcphdr), end = tcp_off + doff;
-	__u8 o[2];
-
-	for (int i = 0; i < MAX_TCPOPTS; i++) {
-		if (off >= end)
-			return 0;
-		if (bpf_skb_load_bytes(skb, off, o, 1))
-			return 0;
-		if (o[0] == 0) /* end of options */
-			return 0;
-		if (o[0] == 1) { /* NOP */
-			off += 1;
-			continue;
-		}
-		if (off + 2 > end || bpf_skb_load_bytes(skb, off, o, 2) || o[1] < 2)
-			return 0;
-		if (o[0] == 2 && o[1] == 4) {
-			__be16 old, new;
-			__u16 mss;
-
-			if (bpf_skb_load_bytes(skb, off + 2, &old, 2))
-				return 0;
-			mss = bpf_ntohs(old);
-			if (mss <= cut + 536)
-				return 0;
-			new = bpf_htons(mss - cut);
-			if (bpf_l4_csum_replace(skb, tcp_off + offsetof(struct tcphdr, check), old, new, 2))
-				return 0;
-			if (bpf_skb_store_bytes(skb, off + 2, &new, 2, 0))
-				return 0;
-			return cut;
-		}
-		off += o[1];
-	}
-	return 0;
-}
-
 /* Whether waypoint w shares the locator with one of the SYN's nsegs segments. */
 static __always_inline int on_forward_path(struct scratch *s, const __u8 *w, __u32 nsegs,
 					   const struct reply_cfg *c)
@@ -315,7 +271,7 @@ __attribute__((noinline)) int store_flow(struct __sk_buff *skb, __u32 srh_off, _
 	}
 	f->mss_cut = 0;
 	if (!(c->flags & CFG_NO_MSS_CLAMP)) {
-		f->mss_cut = clamp_mss(skb, tcp_off, (__u32)th.doff * 4, f->srh_len);
+		f->mss_cut = lower_mss(skb, tcp_off, (__u32)th.doff * 4, f->srh_len);
 		if (f->mss_cut)
 			stat(S_MSS_CLAMPED);
 	}

@@ -41,4 +41,53 @@ struct prefix_key {
 	__u8 addr[16];
 };
 
+/* TCP options walked at most (a 60-byte header holds no more). */
+#define MAX_TCPOPTS 20
+
+/*
+ * Lower the MSS option of the SYN or SYN-ACK at tcp_off by cut bytes, so that full-sized segments still fit
+ * once an SRH of cut bytes is in; returns cut if done, else 0. Global (not inlined): verified once.
+ */
+__attribute__((noinline)) int lower_mss(struct __sk_buff *skb, __u32 tcp_off, __u32 doff, __u32 cut)
+{
+	if (!skb)
+		return 0;
+
+	__u32 off = tcp_off + sizeof(struct tcphdr), end = tcp_off + doff;
+	__u8 o[2];
+
+	for (int i = 0; i < MAX_TCPOPTS; i++) {
+		if (off >= end)
+			return 0;
+		if (bpf_skb_load_bytes(skb, off, o, 1))
+			return 0;
+		if (o[0] == 0) /* end of options */
+			return 0;
+		if (o[0] == 1) { /* NOP */
+			off += 1;
+			continue;
+		}
+		if (off + 2 > end || bpf_skb_load_bytes(skb, off, o, 2) || o[1] < 2)
+			return 0;
+		if (o[0] == 2 && o[1] == 4) {
+			__be16 old, new;
+			__u16 mss;
+
+			if (bpf_skb_load_bytes(skb, off + 2, &old, 2))
+				return 0;
+			mss = bpf_ntohs(old);
+			if (mss <= cut + 536)
+				return 0;
+			new = bpf_htons(mss - cut);
+			if (bpf_l4_csum_replace(skb, tcp_off + offsetof(struct tcphdr, check), old, new, 2))
+				return 0;
+			if (bpf_skb_store_bytes(skb, off + 2, &new, 2, 0))
+				return 0;
+			return cut;
+		}
+		off += o[1];
+	}
+	return 0;
+}
+
 #endif
