@@ -82,15 +82,15 @@ pub fn require_tcx() -> Result<(), SteerError> {
     Ok(())
 }
 
+/// The tc classifier `program` of `ebpf`.
+fn classifier<'a>(ebpf: &'a mut Ebpf, program: &str) -> Result<&'a mut SchedClassifier, aya::programs::ProgramError> {
+    ebpf.program_mut(program).ok_or(aya::programs::ProgramError::UnexpectedProgramType)?.try_into()
+}
+
 /// Load the program `program` of `ebpf` into the kernel (the verifier runs here).
 pub fn load(ebpf: &mut Ebpf, program: &'static str) -> Result<(), SteerError> {
     let err = |source| SteerError::Program { program, source: Box::new(source) };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program)
-        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-        .map_err(err)?
-        .try_into()
-        .map_err(err)?;
+    let prog = classifier(ebpf, program).map_err(err)?;
     prog.load().map_err(err)
 }
 
@@ -98,12 +98,7 @@ pub fn load(ebpf: &mut Ebpf, program: &'static str) -> Result<(), SteerError> {
 /// as long as `ebpf`.
 pub fn attach(ebpf: &mut Ebpf, program: &'static str, dev: &str, hook: Hook) -> Result<(), SteerError> {
     let err = |source| SteerError::Attach { program, dev: dev.to_string(), hook, source: Box::new(source) };
-    let prog: &mut SchedClassifier = ebpf
-        .program_mut(program)
-        .ok_or(aya::programs::ProgramError::UnexpectedProgramType)
-        .map_err(err)?
-        .try_into()
-        .map_err(err)?;
+    let prog = classifier(ebpf, program).map_err(err)?;
     let kind = match hook {
         Hook::Ingress => TcAttachType::Ingress,
         Hook::Egress => TcAttachType::Egress,
